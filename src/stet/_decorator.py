@@ -1,0 +1,307 @@
+"""The ``@stet.once`` decorator: binding arguments, picking the key, skipping, recording."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+
+from stet._identity import Identity, check_name, identity_of
+from stet.backends import BaseBackend, open_store
+from stet.backends._base import utc_now
+
+__all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+#: The store used when ``once`` is given none: a CSV file in the current directory.
+DEFAULT_STORE = "_stet_store.csv"
+
+#: Skip lines printed per function before stet stops announcing each one.
+SKIP_LINES = 10
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class OnceFunction(Protocol[P, R_co]):
+    """A function decorated with :func:`once`: callable as before, plus helpers.
+
+    Attributes:
+        store: absolute path of the store recording this function's runs.
+        key: the names of the parameters that identify a run.
+    """
+
+    store: str
+    key: tuple[str, ...]
+    __wrapped__: Callable[P, R_co]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co | None: ...
+
+    def has(self, *args: Any, **kwargs: Any) -> bool:
+        """Whether the run these arguments identify has completed."""
+        ...
+
+    def is_done(self, *args: Any, **kwargs: Any) -> bool:
+        """Same as :meth:`has`."""
+        ...
+
+    def reset(self, *args: Any, **kwargs: Any) -> bool:
+        """Forget the completed run these arguments identify, so it runs again."""
+        ...
+
+    def pending(self, grid: Any) -> Iterator[Any]:
+        """Yield the points of ``grid`` whose run has not completed."""
+        ...
+
+
+def _quiet_from_env() -> bool | None:
+    text = os.environ.get("STET_QUIET", "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    return None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Runner:
+    """Everything ``once`` knows about one decorated function.
+
+    It pickles as its configuration (function, store, key, quiet); the backend is
+    looked up again in the process that unpickles it.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        store: str | os.PathLike[str],
+        key: Iterable[str] | str | None,
+        quiet: bool | None,
+    ) -> None:
+        self.func = func
+        self.store = os.fspath(store)
+        self.key_spec: tuple[str, ...] | None = (
+            None if key is None else (key,) if isinstance(key, str) else tuple(key)
+        )
+        self.quiet = quiet
+        self.name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+        self.signature = inspect.signature(func)
+        params = list(self.signature.parameters.values())
+        names = [p.name for p in params]
+        if self.key_spec is None:
+            skip_first = bool(params) and names[0] in ("self", "cls")
+            self.key = tuple(names[1:] if skip_first else names)
+        else:
+            unknown = [k for k in self.key_spec if k not in names]
+            if unknown:
+                raise ValueError(
+                    f"stet: key names {unknown} are not parameters of {self.name}; its "
+                    f"parameters are: {', '.join(names) or '(none)'}"
+                )
+            if len(set(self.key_spec)) != len(self.key_spec):
+                raise ValueError(f"stet: key {list(self.key_spec)} repeats a name")
+            self.key = self.key_spec
+        for name in self.key:
+            check_name(name, f"the key of {self.name}")
+        # Calls that pass every parameter positionally skip inspect's slower binding.
+        self._positions = (
+            tuple(names.index(k) for k in self.key)
+            if all(p.kind in _POSITIONAL for p in params)
+            else None
+        )
+        self._arity = len(params)
+        self._skips = 0
+        self._backend: BaseBackend | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"func": self.func, "store": self.store, "key": self.key_spec, "quiet": self.quiet}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def backend(self) -> BaseBackend:
+        if self._backend is None:
+            self._backend = open_store(self.store)
+        return self._backend
+
+    def identity(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Identity:
+        """The identity of the run a call with ``args`` and ``kwargs`` makes."""
+        if self._positions is not None and not kwargs and len(args) == self._arity:
+            values = dict(zip(self.key, [args[i] for i in self._positions], strict=True))
+        else:
+            try:
+                bound = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{self.name}(): {exc}") from None
+            bound.apply_defaults()
+            arguments = bound.arguments
+            values = {k: arguments[k] for k in self.key}
+        return identity_of(values, f"{self.name}()")
+
+    def skipped(self, ident: Identity) -> None:
+        quiet = self.quiet if self.quiet is not None else _quiet_from_env()
+        if quiet:
+            return
+        self._skips += 1
+        if quiet is None and self._skips > SKIP_LINES:
+            if self._skips == SKIP_LINES + 1:
+                print(
+                    f"[stet] Skipping more completed runs of {self.name} without a line "
+                    "each (STET_QUIET=0 shows every skip, STET_QUIET=1 none)",
+                    file=sys.stdout,
+                )
+            return
+        shown = ", ".join(
+            f"{n}={_clip(repr(t) if g == 'str' else t)}"
+            for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
+        )
+        print(f"[stet] Skipping {self.name}({shown})", file=sys.stdout)
+
+    def pending(self, grid: Any) -> Iterator[Any]:
+        backend = self.backend
+        for point in _points(grid):
+            if isinstance(point, Mapping):
+                ident = self.identity((), point)
+            elif isinstance(point, tuple):
+                ident = self.identity(point, {})
+            else:
+                ident = self.identity((point,), {})
+            if not backend.contains(ident):
+                yield point
+
+
+def _points(grid: Any) -> Iterator[Any]:
+    """The points of a grid: a dict of lists means their product, as dicts."""
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        for combo in itertools.product(*(grid[n] for n in names)):
+            yield dict(zip(names, combo, strict=True))
+        return
+    yield from grid
+
+
+class _Wrapper(Generic[P, R]):
+    """Builds the wrapper function for a runner (sync or async)."""
+
+    @staticmethod
+    def build(runner: _Runner) -> OnceFunction[P, R]:
+        func = runner.func
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                ident = runner.identity(args, kwargs)
+                backend = runner.backend
+                if backend.contains(ident):
+                    runner.skipped(ident)
+                    return None
+                result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+                backend.add(ident, utc_now())
+                return result
+
+            wrapper: Any = async_wrapper
+        else:
+
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                ident = runner.identity(args, kwargs)
+                backend = runner.backend
+                if backend.contains(ident):
+                    runner.skipped(ident)
+                    return None
+                result = func(*args, **kwargs)
+                backend.add(ident, utc_now())
+                return result
+
+            wrapper = sync_wrapper
+
+        def has(*args: Any, **kwargs: Any) -> bool:
+            return runner.backend.contains(runner.identity(args, kwargs))
+
+        def reset(*args: Any, **kwargs: Any) -> bool:
+            ident = runner.identity(args, kwargs)
+            digest = ident.digest
+            removed = runner.backend.discard(lambda row: row.digest()[0] == digest)
+            return bool(removed)
+
+        def pending(grid: Any) -> Iterator[Any]:
+            return runner.pending(grid)
+
+        wrapper.store = str(os.path.abspath(runner.store))
+        wrapper.key = runner.key
+        wrapper.has = has
+        wrapper.is_done = has
+        wrapper.reset = reset
+        wrapper.pending = pending
+        wrapper._stet_runner = runner
+        return cast(OnceFunction[P, R], wrapper)
+
+
+@overload
+def once(func: Callable[P, R], /) -> OnceFunction[P, R]: ...
+
+
+@overload
+def once(
+    *,
+    store: str | os.PathLike[str] = DEFAULT_STORE,
+    key: Iterable[str] | str | None = None,
+    quiet: bool | None = None,
+) -> Callable[[Callable[P, R]], OnceFunction[P, R]]: ...
+
+
+def once(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    store: str | os.PathLike[str] = DEFAULT_STORE,
+    key: Iterable[str] | str | None = None,
+    quiet: bool | None = None,
+) -> OnceFunction[P, R] | Callable[[Callable[P, R]], OnceFunction[P, R]]:
+    """Run a function once per parameter combination, across restarts.
+
+    Use it bare (``@stet.once``) or with options (``@stet.once(store="runs.sqlite")``).
+    Each call binds its arguments to parameter names (defaults applied), takes the key
+    parameters, and skips the call, returning None, if the store records that key as
+    completed. Otherwise it calls the function and, only if it returns normally,
+    records the key with a UTC timestamp. ``async def`` functions are recorded when
+    the coroutine completes.
+
+    Args:
+        func: the function, when used bare.
+        store: the store file (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``);
+            relative paths are resolved against the current directory when decorating.
+        key: parameter names that identify a run (default: all but ``self``/``cls``).
+        quiet: True hides skip lines, False prints every one; None (default) follows
+            the ``STET_QUIET`` environment variable, else prints the first ten per
+            function and then one line saying further skips are not shown.
+
+    Raises:
+        ValueError: at decoration time, for a key naming a parameter the function does
+            not have, or a store with an unknown file ending.
+
+    Example:
+        >>> import stet
+        >>> @stet.once(store="runs.csv", key=["alpha", "seed"])
+        ... def train(alpha, seed, verbose=False):
+        ...     return alpha * seed
+    """
+    store_path = os.path.abspath(os.fspath(store))
+    open_store(store_path)  # an unknown ending or missing pyarrow fails now, not mid-sweep
+
+    def decorate(f: Callable[P, R]) -> OnceFunction[P, R]:
+        return _Wrapper[P, R].build(_Runner(f, store_path, key, quiet))
+
+    if func is not None:
+        return decorate(func)
+    return decorate

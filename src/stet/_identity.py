@@ -1,0 +1,333 @@
+"""Run identity: the canonical text of key values.
+
+Two calls are the same run when their key parameters have the same names, the same
+type families and the same canonical text. The text of a Python scalar is ``str(value)``
+(floats print their shortest round-trip form), which keeps stores written by stet 0.0.x
+matching. Containers get a canonical, order-independent text where order carries no
+meaning (dict keys, sets). Values whose text would not identify them faithfully raise
+``TypeError`` instead of risking a false skip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import fractions
+import hashlib
+import pathlib
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "Identity",
+    "canonical",
+    "identity_of",
+    "format_types",
+    "parse_types",
+    "TAGS",
+]
+
+# A type tag names the family a value belongs to. It is stored next to the text so that
+# "1" (a str) and 1 (an int), or "None" and None, stay different runs.
+TAGS = frozenset(
+    {
+        "none", "bool", "int", "float", "str", "complex", "decimal", "fraction",
+        "path", "bytes", "datetime", "date", "time", "timedelta", "uuid", "enum",
+        "tuple", "list", "dict", "set", "frozenset", "record",
+    }
+)  # fmt: skip
+
+_SCALAR_TAGS: dict[type, str] = {
+    type(None): "none",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "str",
+    complex: "complex",
+    decimal.Decimal: "decimal",
+    fractions.Fraction: "fraction",
+    bytes: "bytes",
+    _dt.datetime: "datetime",
+    _dt.date: "date",
+    _dt.time: "time",
+    _dt.timedelta: "timedelta",
+    uuid.UUID: "uuid",
+}
+
+# Separators that cannot appear in a parameter name or a type tag; they only frame the
+# hashed identity string, never a stored cell.
+_FIELD = "\x1e"
+_ITEM = "\x1f"
+
+
+class _Unfaithful(Exception):
+    """Raised inside canonicalisation; turned into a TypeError naming the parameter."""
+
+
+def _unwrap_numpy(value: Any) -> Any:
+    """Return the Python scalar behind a NumPy scalar, or raise for arrays."""
+    cls = type(value)
+    if cls.__name__ == "ndarray" or cls.__name__ == "matrix":
+        raise _Unfaithful(
+            f"a NumPy array (shape {getattr(value, 'shape', '?')}) has no faithful "
+            "text identity; pass tuple(arr.tolist()) or leave it out of the key"
+        )
+    item = getattr(value, "item", None)
+    if item is None:
+        raise _Unfaithful(f"an object of type {cls.__module__}.{cls.__qualname__}")
+    return item()
+
+
+def _tag_of(value: Any) -> tuple[str, Any]:
+    """Classify ``value``; return its tag and the (possibly converted) value."""
+    cls = type(value)
+    tag = _SCALAR_TAGS.get(cls)
+    if tag is not None:
+        return tag, value
+    module = cls.__module__
+    if module == "numpy" or module.startswith("numpy."):
+        return _tag_of(_unwrap_numpy(value))
+    if module.startswith("pandas."):
+        raise _Unfaithful(
+            f"a pandas {cls.__name__} has no faithful text identity (its repr is "
+            "truncated); leave it out of the key"
+        )
+    if isinstance(value, enum.Enum):
+        return "enum", value
+    if isinstance(value, pathlib.PurePath):
+        return "path", value
+    if isinstance(value, tuple):
+        if hasattr(cls, "_fields"):
+            return "record", value
+        return "tuple", value
+    if isinstance(value, list):
+        return "list", value
+    if isinstance(value, Mapping):
+        return "dict", value
+    if isinstance(value, frozenset):
+        return "frozenset", value
+    if isinstance(value, set):
+        return "set", value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "record", value
+    # Subclasses of the scalar types (a str subclass, an IntFlag, ...) keep their base
+    # family when they add no identity of their own.
+    for base, base_tag in _SCALAR_TAGS.items():
+        if base is not type(None) and isinstance(value, base):
+            return base_tag, base(value) if base in (str, int, float, complex, bytes) else value
+    raise _Unfaithful(f"an object of type {module}.{cls.__qualname__}")
+
+
+def _nested(value: Any) -> str:
+    """Canonical text of a value inside a container (strings quoted, like repr)."""
+    tag, value = _tag_of(value)
+    if tag == "str" or tag == "bytes":
+        return repr(value)
+    if tag in ("none", "bool", "int", "float", "decimal", "fraction", "uuid", "complex"):
+        return _top(tag, value) if tag != "decimal" else f"Decimal('{value}')"
+    return f"{tag}:{_top(tag, value)}" if tag in ("path", "datetime", "date", "time",
+                                                  "timedelta") else _top(tag, value)
+
+
+def _top(tag: str, value: Any) -> str:
+    """Canonical text of a top-level value of family ``tag``."""
+    if tag == "float":
+        return repr(value)
+    if tag in ("tuple", "list"):
+        inner = ", ".join(_nested(v) for v in value)
+        if tag == "list":
+            return f"[{inner}]"
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if tag == "dict":
+        items = sorted((_nested(k), _nested(v)) for k, v in value.items())
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if tag in ("set", "frozenset"):
+        inner = ", ".join(sorted(_nested(v) for v in value))
+        if tag == "set":
+            return "{" + inner + "}" if value else "set()"
+        return f"frozenset({{{inner}}})" if value else "frozenset()"
+    if tag == "enum":
+        cls = type(value)
+        return f"{cls.__qualname__}.{value.name}"
+    if tag == "record":
+        cls = type(value)
+        if dataclasses.is_dataclass(value):
+            fields = [(f.name, getattr(value, f.name)) for f in dataclasses.fields(value)]
+        else:
+            fields = list(zip(cls._fields, value, strict=True))
+        inner = ", ".join(f"{name}={_nested(v)}" for name, v in fields)
+        return f"{cls.__qualname__}({inner})"
+    if tag == "path":
+        return str(value)
+    return str(value)
+
+
+def canonical(value: Any) -> tuple[str, str]:
+    """Return ``(tag, text)``: the type family and canonical text of a key value.
+
+    Raises:
+        TypeError: when the value has no faithful text identity.
+    """
+    cls = type(value)
+    if cls is str:
+        return "str", value
+    if cls is int:
+        return "int", str(value)
+    if cls is float:
+        return "float", repr(value)
+    try:
+        tag, value = _tag_of(value)
+        return tag, _top(tag, value)
+    except _Unfaithful as exc:
+        raise TypeError(str(exc)) from None
+    except RecursionError:
+        raise TypeError("a self-referencing container") from None
+
+
+def format_types(names: tuple[str, ...], tags: tuple[str, ...]) -> str:
+    """Text of the ``_stet_types`` column: ``alpha=float;seed=int`` (``-`` if no keys).
+
+    The separator is ``;`` so that a CSV writer never needs to quote the cell.
+    """
+    if not names:
+        return "-"
+    return ";".join(f"{n}={t}" for n, t in zip(names, tags, strict=True))
+
+
+_types_cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def parse_types(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Parse a ``_stet_types`` cell into ``(names, tags)``.
+
+    Raises:
+        ValueError: when the text is not a valid types cell.
+    """
+    cached = _types_cache.get(text)
+    if cached is not None:
+        return cached
+    if text == "-":
+        parsed: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    else:
+        names: list[str] = []
+        tags: list[str] = []
+        for part in text.split(";"):
+            name, sep, tag = part.partition("=")
+            if not sep or not name.isidentifier() or tag not in TAGS or name in names:
+                raise ValueError(f"invalid _stet_types value {text!r}")
+            names.append(name)
+            tags.append(tag)
+        parsed = (tuple(names), tuple(tags))
+    if len(_types_cache) < 10_000:
+        _types_cache[text] = parsed
+    return parsed
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+_plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[int, ...], tuple[str, ...]]] = {}
+
+
+def typed_digest(names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
+    """Digest identifying a record exactly: its key names, type tags and texts.
+
+    Names are sorted, so the order of the key parameters does not matter.
+    """
+    plan = _plans.get((names, tags))
+    if plan is None:
+        order = tuple(sorted(range(len(names)), key=names.__getitem__))
+        prefixes = tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
+        plan = (order, prefixes)
+        if len(_plans) < 10_000:
+            _plans[(names, tags)] = plan
+    order, prefixes = plan
+    return _digest("T" + _ITEM.join([p + texts[i] for p, i in zip(prefixes, order, strict=True)]))
+
+
+def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
+    """Digest of a record by names and texts only, as stet 0.0.x compared them."""
+    parts = sorted(f"{n}{_FIELD}{t}" for n, t in zip(names, texts, strict=True))
+    return _digest("L" + _ITEM.join(parts))
+
+
+class Identity:
+    """The identity of one call: key names, tags and texts, plus their digests."""
+
+    __slots__ = ("names", "tags", "texts", "digest", "_legacy")
+
+    def __init__(self, names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]):
+        self.names = names
+        self.tags = tags
+        self.texts = texts
+        self.digest = typed_digest(names, tags, texts)
+        self._legacy: bytes | None = None
+
+    @property
+    def legacy(self) -> bytes:
+        """Digest under 0.0.x matching rules (text only), computed on first use."""
+        if self._legacy is None:
+            self._legacy = legacy_digest(self.names, self.texts)
+        return self._legacy
+
+    @property
+    def types(self) -> str:
+        """The ``_stet_types`` cell for this identity."""
+        return format_types(self.names, self.tags)
+
+    def as_dict(self) -> dict[str, str]:
+        """Key texts by parameter name."""
+        return dict(zip(self.names, self.texts, strict=True))
+
+
+def identity_of(key: Mapping[str, Any], where: str = "") -> Identity:
+    """Build the identity of a mapping of key parameter names to Python values.
+
+    Args:
+        key: parameter name to value.
+        where: the function or call the values belong to, for error messages.
+
+    Raises:
+        TypeError: naming the parameter whose value has no faithful text identity.
+        ValueError: for a name that cannot be a key column.
+    """
+    names = tuple(key)
+    tags: list[str] = []
+    texts: list[str] = []
+    for name, value in key.items():
+        try:
+            tag, text = canonical(value)
+        except TypeError as exc:
+            owner = f" of {where}" if where else ""
+            raise TypeError(
+                f"stet: parameter {name!r}{owner} has a value without a faithful text "
+                f"identity ({exc}), so stet cannot tell whether this run already "
+                f"completed. Leave it out of the key with key=[...] naming the other "
+                f"parameters, or pass a plain value (str, number, tuple) that identifies it."
+            ) from None
+        tags.append(tag)
+        texts.append(text)
+    return Identity(names, tuple(tags), tuple(texts))
+
+
+def check_name(name: object, where: str) -> str:
+    """Validate a key column name; return it.
+
+    Raises:
+        ValueError: when the name is not an identifier or uses the ``_stet_`` prefix.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(
+            f"stet: key name {name!r} in {where} is not a valid parameter name; key "
+            "names must be Python identifiers"
+        )
+    if name.startswith("_stet_"):
+        raise ValueError(
+            f"stet: key name {name!r} in {where} starts with '_stet_', which is "
+            "reserved for stet's own columns; rename the parameter"
+        )
+    return name

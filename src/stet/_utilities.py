@@ -1,0 +1,141 @@
+"""Looking at and editing a store: ``status``, ``reset`` and ``load``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from stet._decorator import DEFAULT_STORE
+from stet._identity import parse_types
+from stet.backends import BaseBackend, get_backend
+from stet.backends._base import Row
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["load", "reset", "status"]
+
+
+def _existing(store_path: str | os.PathLike[str]) -> BaseBackend:
+    backend = get_backend(store_path)
+    if not backend.exists():
+        raise FileNotFoundError(
+            f"stet: no store at {os.fspath(store_path)}; it is created when the first "
+            "decorated call completes (check the path and the current directory)"
+        )
+    return backend
+
+
+def status(store_path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
+    """Print a summary of a store: its path, record count, last run and key columns.
+
+    Raises:
+        FileNotFoundError: when there is no store at ``store_path``.
+    """
+    backend = _existing(store_path)
+    rows = backend.rows()
+    last = max((row.timestamp for row in rows), default="never")
+    columns = backend.key_columns()
+    print(f"[stet] Store: {os.fspath(store_path)}")
+    print(f"[stet] {len(rows)} completed experiments recorded")
+    print(f"[stet] Last run: {last}")
+    print(f"[stet] Key columns: {', '.join(columns) if columns else '(none)'}")
+
+
+def reset(
+    store_path: str | os.PathLike[str] = DEFAULT_STORE,
+    key_dict: Mapping[str, Any] | None = None,
+) -> int:
+    """Clear a store, or remove the one run ``key_dict`` names.
+
+    Without ``key_dict`` every record is removed; when standard input is a terminal
+    stet first asks ``[y/N]``. With ``key_dict``, exactly the records whose key equals
+    it are removed; values may be Python values (``{"alpha": 0.1}``) or their text
+    (``{"alpha": "0.1"}``).
+
+    Returns:
+        The number of records removed.
+
+    Raises:
+        FileNotFoundError: when there is no store at ``store_path``.
+        ValueError: when ``key_dict`` names a column the store does not have.
+    """
+    backend = _existing(store_path)
+    where = os.fspath(store_path)
+    if key_dict is None:
+        count = len(backend.rows())
+        if sys.stdin is not None and sys.stdin.isatty():
+            answer = input(f"[stet] Remove all {count} records from {where}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("[stet] Aborted.")
+                return 0
+        backend.clear()
+        print(f"[stet] Store cleared: {where}")
+        return count
+    columns = backend.key_columns()
+    unknown = [name for name in key_dict if name not in columns]
+    if unknown:
+        raise ValueError(
+            f"stet: {', '.join(map(repr, unknown))} is not a key column of {where}; its "
+            f"key columns are: {', '.join(columns) if columns else '(none)'}. Nothing was "
+            "removed."
+        )
+    removed = backend.remove(key_dict)
+    if not removed:
+        print(f"[stet] No record matches {dict(key_dict)} in {where}; nothing removed.")
+    elif removed == 1:
+        print(f"[stet] Removed entry: {dict(key_dict)}")
+    else:
+        print(f"[stet] Removed {removed} entries: {dict(key_dict)}")
+    return removed
+
+
+_NUMERIC = ("int", "float", "bool")
+
+
+def load(store: str | os.PathLike[str] = DEFAULT_STORE) -> pd.DataFrame:
+    """Read a store into a pandas DataFrame, one row per completed run.
+
+    Key columns whose records all hold ints, floats or bools get that dtype; the
+    others stay text (so "NA", "" and "None" stay strings). ``_stet_timestamp`` is a
+    UTC datetime column.
+
+    Raises:
+        FileNotFoundError: when there is no store at ``store``.
+    """
+    import pandas as pd
+
+    backend = _existing(store)
+    rows: list[Row] = backend.rows()
+    columns = backend.key_columns()
+    tags: dict[str, set[str]] = {c: set() for c in columns}
+    for row in rows:
+        if row.types is None:
+            for name in row.values:
+                tags[name].add("legacy")
+            continue
+        names, row_tags = parse_types(row.types)
+        for name, tag in zip(names, row_tags, strict=True):
+            tags.setdefault(name, set()).add(tag)
+    data: dict[str, Any] = {}
+    for name in tags:
+        texts = [row.values.get(name) for row in rows]
+        kinds = tags[name]
+        if len(kinds) == 1 and next(iter(kinds)) in _NUMERIC and None not in texts:
+            kind = next(iter(kinds))
+            if kind == "bool":
+                data[name] = pd.array([t == "True" for t in texts], dtype="boolean")
+            elif kind == "int":
+                ints = [int(t) for t in texts if t is not None]
+                try:
+                    data[name] = pd.array(ints, dtype="int64")
+                except OverflowError:
+                    data[name] = pd.array(ints, dtype="object")  # beyond 64 bits
+            else:
+                data[name] = pd.array([float(t) for t in texts if t is not None], dtype="float64")
+        else:
+            data[name] = pd.array(texts, dtype="object")
+    data["_stet_timestamp"] = pd.to_datetime([row.timestamp for row in rows], utc=True, format="ISO8601")
+    return pd.DataFrame(data)

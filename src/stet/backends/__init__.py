@@ -1,0 +1,94 @@
+"""Stores of completed runs, one module per format behind :class:`BaseBackend`.
+
+``get_backend(path)`` picks the store by file name ending. The backend classes are
+imported on first use, so ``import stet`` stays fast and pyarrow is needed only for
+Parquet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stet.backends._base import BaseBackend, Row
+
+if TYPE_CHECKING:
+    from stet.backends._csv import CsvBackend
+    from stet.backends._json import JsonBackend
+    from stet.backends._parquet import ParquetBackend
+    from stet.backends._sqlite import SqliteBackend
+
+__all__ = [
+    "BaseBackend",
+    "CsvBackend",
+    "JsonBackend",
+    "ParquetBackend",
+    "Row",
+    "SqliteBackend",
+    "SUFFIXES",
+    "get_backend",
+    "open_store",
+]
+
+# File name ending -> (module, class). A new store is one module and one line here.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    ".csv": ("stet.backends._csv", "CsvBackend"),
+    ".json": ("stet.backends._json", "JsonBackend"),
+    ".sqlite": ("stet.backends._sqlite", "SqliteBackend"),
+    ".db": ("stet.backends._sqlite", "SqliteBackend"),
+    ".parquet": ("stet.backends._parquet", "ParquetBackend"),
+}
+_CLASSES = {cls: module for module, cls in _REGISTRY.values()}
+
+#: The file name endings stet knows, in the order the docs list them.
+SUFFIXES = tuple(_REGISTRY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stet.backends' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _backend_class(path: str) -> type[BaseBackend]:
+    suffix = os.path.splitext(path)[1].lower()
+    entry = _REGISTRY.get(suffix)
+    if entry is None:
+        raise ValueError(
+            f"stet: cannot tell the store format of {path!r} from its ending "
+            f"{suffix or '(none)'!r}; use one of {', '.join(SUFFIXES)}"
+        )
+    module, cls = entry
+    backend: type[BaseBackend] = getattr(importlib.import_module(module), cls)
+    return backend
+
+
+def get_backend(path: str | os.PathLike[str]) -> BaseBackend:
+    """Return a new backend for the store at ``path``, chosen by its file ending.
+
+    Raises:
+        ValueError: for an ending stet does not know; the message lists the known ones.
+        ImportError: for ``.parquet`` without pyarrow, saying how to install it.
+    """
+    text = os.fspath(path)
+    return _backend_class(text)(text)
+
+
+_open: dict[str, BaseBackend] = {}
+
+
+def open_store(store: str | os.PathLike[str]) -> BaseBackend:
+    """The backend for ``store`` shared by everything in this process.
+
+    Decorated functions naming the same file share one backend, so they share its
+    index and never lock against each other. Relative paths are resolved against the
+    current directory now.
+    """
+    key = str(Path(os.fspath(store)).absolute())
+    backend = _open.get(key)
+    if backend is None:
+        backend = _open[key] = get_backend(key)
+    return backend

@@ -1,0 +1,208 @@
+"""The interface every store implements, and the parts all of them share."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from stet._identity import (
+    Identity,
+    canonical,
+    check_name,
+    identity_of,
+    legacy_digest,
+    parse_types,
+    typed_digest,
+)
+
+__all__ = ["BaseBackend", "Row", "utc_now"]
+
+TIMESTAMP = "_stet_timestamp"
+TYPES = "_stet_types"
+RESERVED = (TYPES, TIMESTAMP)
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 text with microseconds (always 32 characters)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Row(NamedTuple):
+    """One completed run as stored.
+
+    Attributes:
+        values: key parameter name to canonical text, for this record's keys only.
+        types: the ``_stet_types`` cell, or None for a record written by stet 0.0.x.
+        timestamp: when the run completed (UTC, ISO 8601).
+    """
+
+    values: dict[str, str]
+    types: str | None
+    timestamp: str
+
+    @classmethod
+    def of(cls, ident: Identity, timestamp: str) -> Row:
+        """The row recording ``ident`` at ``timestamp``."""
+        return cls(ident.as_dict(), ident.types, timestamp)
+
+    def digest(self) -> tuple[bytes, bool]:
+        """Return the index digest of this row and whether it is a legacy (0.0.x) row."""
+        if self.types is None:
+            return legacy_digest(tuple(self.values), tuple(self.values.values())), True
+        names, tags = parse_types(self.types)
+        return typed_digest(names, tags, tuple(self.values[n] for n in names)), False
+
+    def as_dict(self) -> dict[str, str]:
+        """The row as ``backend.load()`` returns it: key texts plus stet's columns."""
+        out = dict(self.values)
+        if self.types is not None:
+            out[TYPES] = self.types
+        out[TIMESTAMP] = self.timestamp
+        return out
+
+
+def row_matches(row: Row, key: Mapping[str, Any]) -> bool:
+    """Whether ``row`` records exactly the key ``key`` (same names, equal values).
+
+    A ``str`` value in ``key`` matches by text alone, so ``{"alpha": "0.1"}`` (as 0.0.x
+    docs taught) finds the run of ``alpha=0.1``; any other value must also have the same
+    type family as the recorded one.
+    """
+    if row.values.keys() != key.keys():
+        return False
+    tags: dict[str, str] = {}
+    if row.types is not None:
+        names, tag_list = parse_types(row.types)
+        tags = dict(zip(names, tag_list, strict=True))
+    for name, value in key.items():
+        if isinstance(value, str):
+            if row.values[name] != value:
+                return False
+            continue
+        tag, text = canonical(value)
+        if row.values[name] != text or (row.types is not None and tags[name] != tag):
+            return False
+    return True
+
+
+class BaseBackend(ABC):
+    """A store of completed runs.
+
+    Subclasses implement five small methods: :meth:`contains` and :meth:`add` (the
+    decorator's hot path, given a precomputed :class:`~stet._identity.Identity`),
+    :meth:`rows`, :meth:`discard` and :meth:`exists`. The public methods ``has``,
+    ``record``, ``load``, ``remove`` and ``clear`` are built on them here, once.
+
+    A backend pickles as its configuration only; locks, connections and caches are
+    rebuilt in the process that uses it (checked by pid, so a fork is safe too).
+    """
+
+    #: File name endings this backend serves (``".csv"``), used by ``get_backend``.
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._pid = -1
+
+    # -- per-process state -------------------------------------------------------
+
+    def _ensure_process(self) -> None:
+        """Rebuild process-local state when first used, or used after a fork."""
+        pid = os.getpid()
+        if self._pid != pid:
+            self._pid = pid
+            self._start_process()
+
+    @abstractmethod
+    def _start_process(self) -> None:
+        """Create locks, connections and caches for the current process."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # -- the interface each store implements -------------------------------------
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store exists yet (it is created on the first record)."""
+
+    @abstractmethod
+    def contains(self, ident: Identity) -> bool:
+        """Whether a completed run with exactly this identity is recorded."""
+
+    @abstractmethod
+    def add(self, ident: Identity, timestamp: str) -> bool:
+        """Record a completed run; return False if it was already recorded."""
+
+    @abstractmethod
+    def rows(self) -> list[Row]:
+        """Every completed run, in the order recorded."""
+
+    @abstractmethod
+    def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
+        """Remove every row for which ``predicate`` is true; return the removed rows."""
+
+    def key_columns(self) -> list[str]:
+        """The key parameter names seen in this store, in first-seen order."""
+        seen: dict[str, None] = {}
+        for row in self.rows():
+            seen.update(dict.fromkeys(row.values))
+        return list(seen)
+
+    # -- the public API (stet 0.0.x compatible) ----------------------------------
+
+    def has(self, key_dict: Mapping[str, Any]) -> bool:
+        """Whether a run with exactly this key is recorded.
+
+        Args:
+            key_dict: parameter name to value, as Python values or as their text.
+        """
+        ident = self._identity(key_dict)
+        if self.contains(ident):
+            return True
+        if any(isinstance(v, str) for v in key_dict.values()):
+            return any(row_matches(row, key_dict) for row in self.rows())
+        return False
+
+    def record(self, key_dict: Mapping[str, Any]) -> None:
+        """Record a completed run of ``key_dict`` now (no-op if already recorded)."""
+        self.add(self._identity(key_dict), utc_now())
+
+    def load(self) -> list[dict[str, str]]:
+        """Every record as a dict: key texts, ``_stet_types`` and ``_stet_timestamp``."""
+        return [row.as_dict() for row in self.rows()]
+
+    def remove(self, key_dict: Mapping[str, Any]) -> int:
+        """Remove the records whose key equals ``key_dict``; return how many."""
+        self._identity(key_dict)  # validate names and values before touching the store
+        return len(self.discard(lambda row: row_matches(row, key_dict)))
+
+    def clear(self) -> None:
+        """Remove every record, keeping an empty store."""
+        self.discard(lambda row: True)
+
+    def _identity(self, key_dict: Mapping[str, Any]) -> Identity:
+        if not isinstance(key_dict, Mapping):
+            raise TypeError(
+                f"stet: expected a dict of parameter names to values, got "
+                f"{type(key_dict).__name__}"
+            )
+        for name in key_dict:
+            check_name(name, f"the key for {self.path}")
+        return identity_of(key_dict)
+
+
+def index_rows(rows: Iterable[Row], typed: set[bytes], legacy: set[bytes]) -> None:
+    """Add the digests of ``rows`` to the typed and legacy index sets."""
+    for row in rows:
+        digest, is_legacy = row.digest()
+        (legacy if is_legacy else typed).add(digest)

@@ -1,0 +1,380 @@
+"""Machinery shared by every file store: locking, change detection, index, rewrite.
+
+A file store keeps, per process, a set of 16-byte digests of the completed runs (about
+80 bytes a record). The hot path of a decorated call is ``contains``: one ``os.stat``
+and a set lookup, with no lock, as long as the file has not changed. When it has, the
+store takes the lock and reads only the bytes appended since it last looked (or the
+whole file, if it was replaced or shrank). Records are appended in one ``write`` call;
+anything that must rewrite the file writes a temporary file, fsyncs it and renames it
+over the store, so a crash at any instant leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from filelock import FileLock, Timeout
+
+from stet._errors import StoreError, StoreLockTimeout
+from stet._identity import Identity
+from stet.backends._base import RESERVED, BaseBackend, Row, index_rows
+
+__all__ = ["FileBackend", "Parsed", "atomic_write"]
+
+_GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
+
+
+def _lock_timeout() -> float:
+    text = os.environ.get("STET_LOCK_TIMEOUT", "")
+    try:
+        return float(text) if text else 120.0
+    except ValueError:
+        raise ValueError(
+            f"stet: STET_LOCK_TIMEOUT={text!r} is not a number of seconds"
+        ) from None
+
+
+@dataclass
+class Parsed:
+    """What a format's parser found in a file (or in the bytes appended to it).
+
+    Attributes:
+        rows: the completed runs read.
+        columns: the store's column names in file order (key columns and stet's own).
+        resume: offset at which bytes appended later start, or None if the format
+            cannot be read incrementally.
+        torn: offset of an incomplete final record left by an interrupted write, to be
+            cut off before the next append; None when the file ends cleanly.
+    """
+
+    rows: list[Row]
+    columns: list[str] = field(default_factory=list)
+    resume: int | None = None
+    torn: int | None = None
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: write a temporary file, fsync, rename.
+
+    A crash at any point leaves either the old file or the new one, never a mix.
+    """
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.stet-tmp")
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: str) -> None:
+    # Makes the rename itself durable; directories cannot be opened on Windows.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class FileBackend(BaseBackend):
+    """Base class of the file stores; a format implements the byte-level methods.
+
+    A subclass implements :meth:`_parse` (a whole file), :meth:`_serialize` (a whole
+    file) and, for formats that can grow in place, :meth:`_parse_tail` and
+    :meth:`_append`. Everything else, and every guarantee, lives here.
+    """
+
+    #: Human name of the format, used in messages.
+    format_name = "file"
+    #: Whether records can be added without rewriting the file.
+    appendable = True
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        self.lock_path = self.path + ".lock"
+
+    # -- process-local state -----------------------------------------------------
+
+    def _start_process(self) -> None:
+        self._mutex = threading.RLock()
+        self._flock: FileLock | None = None
+        self._index: set[bytes] = set()
+        self._legacy: set[bytes] = set()
+        self._sig: tuple[int, int, int] | None = None
+        self._resume: int | None = None
+        self._guard = b""
+        self._torn: int | None = None
+        self._columns: list[str] = []
+        self._count = 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold this process's mutex and the cross-process file lock."""
+        self._ensure_process()
+        with self._mutex:
+            if self._flock is None:
+                timeout = _lock_timeout()
+                self._flock = FileLock(self.lock_path, timeout=timeout, thread_local=False)
+            try:
+                self._flock.acquire()
+            except Timeout:
+                raise StoreLockTimeout(
+                    f"stet: could not lock {self.lock_path} within "
+                    f"{self._flock.timeout:g} s: another process holds it. Wait for it, "
+                    "or raise STET_LOCK_TIMEOUT (seconds)."
+                ) from None
+            except PermissionError as exc:
+                raise StoreError(
+                    f"stet: cannot create the lock file {self.lock_path} ({exc.strerror}); "
+                    "the store's directory must be writable"
+                ) from None
+            try:
+                yield
+            finally:
+                self._flock.release()
+
+    # -- change detection --------------------------------------------------------
+
+    def _stat(self) -> os.stat_result | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            raise StoreError(f"stet: {self.path}: a parent of the store is not a directory")
+        if not os.path.isfile(self.path):
+            raise StoreError(
+                f"stet: {self.path} is not a regular file (a directory?); point the store "
+                f"at a {self.format_name} file"
+            )
+        return st
+
+    def _sync(self) -> None:
+        """Bring the index up to date if the file changed; no lock if it did not."""
+        self._ensure_process()
+        try:
+            st = os.stat(self.path)
+            sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except (FileNotFoundError, NotADirectoryError):
+            sig = None
+        if sig != self._sig:
+            with self._locked():
+                self._refresh()
+
+    def _refresh(self) -> None:
+        """Read what changed since the last look. Caller holds the lock."""
+        st = self._stat()
+        if st is None:
+            self._start_fresh()
+            return
+        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if sig == self._sig:
+            return
+        old = self._sig
+        if (
+            old is not None
+            and self._resume is not None
+            and st.st_ino == old[0]
+            and st.st_size >= old[1]
+            and self._torn is None
+        ):
+            start = max(self._resume - len(self._guard), 0)
+            data = self._read(start)
+            if data[: len(self._guard)] == self._guard:
+                parsed = self._parse_tail(data[len(self._guard) :], self._resume)
+                if parsed is not None:
+                    index_rows(parsed.rows, self._index, self._legacy)
+                    self._count += len(parsed.rows)
+                    self._remember(parsed, sig)
+                    return
+        parsed = self._parse_file(self._read(0))
+        self._index = set()
+        self._legacy = set()
+        index_rows(parsed.rows, self._index, self._legacy)
+        self._count = len(parsed.rows)
+        self._remember(parsed, sig)
+
+    def _start_fresh(self) -> None:
+        self._index = set()
+        self._legacy = set()
+        self._sig = None
+        self._resume = None
+        self._guard = b""
+        self._torn = None
+        self._columns = []
+        self._count = 0
+
+    def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
+        if parsed.columns:
+            self._columns = parsed.columns
+        self._sig = sig
+        self._resume = parsed.resume
+        self._torn = parsed.torn
+        self._guard = self._read_guard(parsed.resume)
+
+    def _read_guard(self, resume: int | None) -> bytes:
+        if resume is None or resume == 0:
+            return b""
+        start = max(resume - _GUARD, 0)
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            return f.read(resume - start)
+
+    def _read(self, start: int) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(start)
+                return f.read()
+        except PermissionError as exc:
+            raise StoreError(f"stet: cannot read {self.path}: {exc.strerror}") from None
+
+    def _parse_file(self, data: bytes) -> Parsed:
+        if not data.strip():
+            return Parsed([], [], None)
+        return self._parse(data)
+
+    def _after_write(self, resume: int | None) -> None:
+        st = os.stat(self.path)
+        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._resume = resume
+        self._torn = None
+        self._guard = self._read_guard(resume)
+
+    def bad(self, problem: str) -> StoreError:
+        """An error naming this store and what is wrong with it."""
+        return StoreError(
+            f"stet: cannot use {self.path} as a {self.format_name} store: {problem}. "
+            "stet has not modified the file; fix or move it, or choose another store."
+        )
+
+    # -- BaseBackend interface ---------------------------------------------------
+
+    def exists(self) -> bool:
+        return self._stat() is not None
+
+    def contains(self, ident: Identity) -> bool:
+        self._sync()
+        if ident.digest in self._index:
+            return True
+        return bool(self._legacy) and ident.legacy in self._legacy
+
+    def add(self, ident: Identity, timestamp: str) -> bool:
+        self._ensure_process()
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with self._locked():
+            self._refresh()
+            if ident.digest in self._index or (self._legacy and ident.legacy in self._legacy):
+                return False
+            row = Row.of(ident, timestamp)
+            new_columns = [n for n in ident.names if n not in self._columns]
+            if self._sig is None or self._sig[1] == 0 or not self._columns:
+                self._rewrite([row], self._merge_columns([], ident.names))
+            elif new_columns or not self.appendable or any(c not in self._columns for c in RESERVED):
+                self._rewrite_adding(row, self._merge_columns(self._columns, ident.names))
+            else:
+                if self._torn is not None:
+                    os.truncate(self.path, self._torn)
+                    self._torn = None
+                resume = self._append(row, self._columns, self._resume)
+                self._after_write(resume)
+            self._index.add(ident.digest)
+            self._count += 1
+            return True
+
+    def rows(self) -> list[Row]:
+        with self._locked():
+            if self._stat() is None:
+                self._start_fresh()
+                return []
+            return self._parse_file(self._read(0)).rows
+
+    def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
+        with self._locked():
+            self._refresh()
+            if self._sig is None:
+                return []
+            parsed = self._parse_file(self._read(0))
+            keep = [row for row in parsed.rows if not predicate(row)]
+            removed = [row for row in parsed.rows if predicate(row)]
+            if removed or parsed.torn is not None:
+                columns = parsed.columns or self._merge_columns([], ())
+                self._rewrite(keep, columns)
+                self._index = set()
+                self._legacy = set()
+                index_rows(keep, self._index, self._legacy)
+                self._count = len(keep)
+            return removed
+
+    def key_columns(self) -> list[str]:
+        with self._locked():
+            self._refresh()
+            if self._columns:
+                return [c for c in self._columns if not c.startswith("_stet_")]
+        return super().key_columns()
+
+    # -- helpers for formats -----------------------------------------------------
+
+    @staticmethod
+    def _merge_columns(columns: list[str], names: tuple[str, ...]) -> list[str]:
+        """Existing key columns, then new key names, then stet's own columns."""
+        keys = [c for c in columns if c not in RESERVED]
+        keys += [n for n in names if n not in keys]
+        return keys + list(RESERVED)
+
+    def _rewrite_adding(self, row: Row, columns: list[str]) -> None:
+        """Rewrite the whole file with ``row`` added (new columns, or no append)."""
+        rows = self._parse_file(self._read(0)).rows
+        self._rewrite(rows + [row], columns)
+
+    def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
+        data, resume = self._serialize(rows, columns)
+        atomic_write(self.path, data)
+        self._columns = columns
+        self._after_write(resume)
+
+    # -- what each format implements --------------------------------------------
+
+    def _parse(self, data: bytes) -> Parsed:
+        """Parse a whole, non-empty file; raise :meth:`bad` errors for anything odd."""
+        raise NotImplementedError
+
+    def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
+        """Parse bytes appended at offset ``start``; None to fall back to a full read."""
+        return None
+
+    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
+        """The bytes of a whole file holding ``rows``, and its resume offset."""
+        raise NotImplementedError
+
+    def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
+        """Add ``row`` to the end of the file in one write; return the new resume offset."""
+        raise NotImplementedError

@@ -1,0 +1,140 @@
+"""The Parquet store: one file of string columns, rewritten atomically per record."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+from stet._identity import parse_types
+from stet.backends._base import TIMESTAMP, TYPES, Row
+from stet.backends._filestore import FileBackend, Parsed, atomic_write
+
+__all__ = ["ParquetBackend"]
+
+
+def _pyarrow() -> tuple[ModuleType, ModuleType]:
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+class ParquetBackend(FileBackend):
+    """Completed runs in a Parquet file readable by ``pandas.read_parquet``.
+
+    All columns are strings: one per key parameter (null where a record lacks that
+    parameter), ``_stet_types`` and ``_stet_timestamp``. Parquet files cannot be
+    appended to (the footer describing the data comes last), so each record rewrites
+    the file through a temporary file and an atomic rename. This process keeps the
+    last table it read or wrote, so a record costs one write, not a read and a write.
+    """
+
+    suffixes = (".parquet",)
+    format_name = "Parquet"
+    appendable = False
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        _pyarrow()  # fail at once, with the install hint, when pyarrow is missing
+        super().__init__(path)
+
+    def _start_process(self) -> None:
+        super()._start_process()
+        self._table: Any = None
+        self._table_sig: tuple[int, int, int] | None = None
+
+    def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
+        super()._remember(parsed, sig)
+        self._table_sig = sig
+
+    def _parse(self, data: bytes) -> Parsed:
+        pa, pq = _pyarrow()
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowException, OSError) as exc:
+            raise self.bad(f"not a readable Parquet file ({exc})") from None
+        names = [n for n in table.column_names if not n.startswith("__index_level_")]
+        table = table.select(names)
+        if TIMESTAMP not in names:
+            raise self.bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
+        for name in names:
+            if name.startswith("_stet_") and name not in (TYPES, TIMESTAMP):
+                raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
+            kind = table.schema.field(name).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+                raise self.bad(f"column {name!r} holds {kind}, but stet stores text")
+        self._table = table
+        return Parsed(self._rows(table), names, None)
+
+    def _rows(self, table: Any) -> list[Row]:
+        columns = {name: table.column(name).to_pylist() for name in table.column_names}
+        stamps = columns.pop(TIMESTAMP)
+        all_types = columns.pop(TYPES, None) or [None] * len(stamps)
+        rows: list[Row] = []
+        for i, (stamp, types) in enumerate(zip(stamps, all_types, strict=True)):
+            if not stamp:
+                raise self.bad(f"row {i} has no {TIMESTAMP}")
+            if types is None:
+                values = {k: col[i] for k, col in columns.items()}
+                if None in values.values():
+                    raise self.bad(f"row {i} has a missing value but no {TYPES}")
+                rows.append(Row(values, None, stamp))
+                continue
+            try:
+                names, _ = parse_types(types)
+                values = {k: columns[k][i] for k in names}
+            except (ValueError, KeyError):
+                raise self.bad(f"row {i} has an invalid {TYPES} {types!r}") from None
+            if None in values.values() or sum(col[i] is not None for col in columns.values()) != len(names):
+                raise self.bad(f"row {i}: its values do not match its {TYPES} {types!r}")
+            rows.append(Row(values, types, stamp))
+        return rows
+
+    def _table_of(self, rows: list[Row], columns: list[str]) -> Any:
+        pa, _ = _pyarrow()
+        data: dict[str, list[str | None]] = {c: [] for c in columns}
+        for row in rows:
+            for c in columns:
+                data[c].append(row.values.get(c))
+            data[TYPES][-1] = row.types
+            data[TIMESTAMP][-1] = row.timestamp
+        return pa.table({c: pa.array(v, type=pa.string()) for c, v in data.items()})
+
+    def _write(self, table: Any) -> None:
+        pa, pq = _pyarrow()
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic_write(self.path, sink.getvalue().to_pybytes())
+        self._after_write(None)
+        self._table = table
+        self._table_sig = self._sig
+
+    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
+        pa, pq = _pyarrow()
+        sink = pa.BufferOutputStream()
+        pq.write_table(self._table_of(rows, columns), sink)
+        return sink.getvalue().to_pybytes(), None
+
+    def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
+        self._write(self._table_of(rows, columns))
+        self._columns = columns
+
+    def _rewrite_adding(self, row: Row, columns: list[str]) -> None:
+        pa, _ = _pyarrow()
+        if self._table is None or self._table_sig != self._sig:
+            self._parse_file(self._read(0))
+            self._table_sig = self._sig
+        new = self._table_of([row], columns)
+        old = self._table
+        if old is None:
+            self._rewrite([row], columns)
+            return
+        for name in columns:
+            if name not in old.column_names:
+                old = old.append_column(name, pa.nulls(old.num_rows, type=pa.string()))
+        self._write(pa.concat_tables([old.select(columns), new]))
+        self._columns = columns

@@ -1,0 +1,253 @@
+"""The SQLite store: table ``stet_records``, looked up through an index."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from stet._errors import StoreError, StoreLockTimeout
+from stet._identity import Identity, parse_types
+from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, Row
+from stet.backends._filestore import _lock_timeout
+
+__all__ = ["SqliteBackend"]
+
+TABLE = "stet_records"
+KEY = "_stet_key"  # hex digest of the run identity, indexed; computed by stet
+_OWN = (TYPES, TIMESTAMP, KEY)
+
+# Connections inherited across a fork are never closed in the child: closing them could
+# disturb the parent's locks. They are kept here so the garbage collector leaves them.
+_abandoned: list[sqlite3.Connection] = []
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteBackend(BaseBackend):
+    """Completed runs in table ``stet_records`` of a SQLite database.
+
+    Columns: one TEXT column per key parameter (NULL where a record lacks that
+    parameter), ``_stet_types``, ``_stet_timestamp`` and ``_stet_key``, an indexed
+    digest of the run identity that makes a lookup one index probe. The database runs
+    in WAL mode so readers never wait for a writer; each process opens its own
+    connection (a forked child opens a new one).
+    """
+
+    suffixes = (".sqlite", ".db")
+    format_name = "SQLite"
+
+    def _start_process(self) -> None:
+        old = getattr(self, "_conn", None)
+        if old is not None:
+            _abandoned.append(old)
+        self._conn: sqlite3.Connection | None = None
+        self._mutex = threading.RLock()
+        self._columns: list[str] = []
+
+    def bad(self, problem: str) -> StoreError:
+        """An error naming this database and what is wrong with it."""
+        return StoreError(
+            f"stet: cannot use {self.path} as a SQLite store: {problem}. stet has not "
+            "modified the database; fix or move it, or choose another store."
+        )
+
+    # -- connection and schema ---------------------------------------------------
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self._ensure_process()
+        with self._mutex:
+            if self._conn is None:
+                self._conn = self._open()
+            try:
+                yield self._conn
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreLockTimeout(
+                        f"stet: {self.path} stayed locked by another process for "
+                        f"{_lock_timeout():g} s; raise STET_LOCK_TIMEOUT (seconds) or "
+                        "wait for it"
+                    ) from None
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise self.bad(str(exc)) from None
+
+    def _open(self) -> sqlite3.Connection:
+        if os.path.isdir(self.path):
+            raise self.bad("it is a directory")
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=_lock_timeout(),
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with synchronous=NORMAL: a commit survives a crash of the process;
+            # only a power loss may undo the last commits, never corrupt the database.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._columns = self._read_columns(conn)
+            if self._columns:
+                self._upgrade(conn)
+        except sqlite3.DatabaseError as exc:
+            raise self.bad(str(exc)) from None
+        return conn
+
+    def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        if TABLE not in tables:
+            others = [t for t in tables if not t.startswith("sqlite_")]
+            if others:
+                raise self.bad(f"it has no {TABLE} table (its tables: {', '.join(others)})")
+            return []
+        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")]
+        if TIMESTAMP not in columns:
+            raise self.bad(f"table {TABLE} has no {TIMESTAMP} column, so stet did not write it")
+        for name in columns:
+            if name.startswith("_stet_") and name not in _OWN:
+                raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
+            if not name.startswith("_stet_") and not name.isidentifier():
+                raise self.bad(f"column {name!r} is not a parameter name")
+        return columns
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Add stet's columns to a 0.0.x table and fill keys that are missing."""
+        if TYPES in self._columns and KEY in self._columns:
+            if conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone() is None:
+                return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._columns = self._read_columns(conn)
+            for name in (TYPES, KEY):
+                if name not in self._columns:
+                    conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
+            self._columns = self._read_columns(conn)
+            missing = conn.execute(
+                f"SELECT rowid, * FROM {TABLE} WHERE {KEY} IS NULL"
+            ).fetchall()
+            for raw in missing:
+                row = self._row(raw[1:], self._columns)
+                digest, _ = row.digest()
+                conn.execute(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", (digest.hex(), raw[0]))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _ensure_table(self, conn: sqlite3.Connection, names: tuple[str, ...]) -> None:
+        """Create the table or add key columns; caller holds a write transaction."""
+        self._columns = self._read_columns(conn)
+        if not self._columns:
+            cols = ", ".join(f"{_quote(n)} TEXT" for n in (*names, *_OWN))
+            conn.execute(f"CREATE TABLE {TABLE} ({cols})")
+            conn.execute(f"CREATE INDEX {TABLE}_key ON {TABLE} ({KEY})")
+            self._columns = [*names, *_OWN]
+            return
+        for name in names:
+            if name not in self._columns:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(name)} TEXT")
+                self._columns.append(name)
+
+    def _row(self, raw: tuple[str | None, ...], columns: list[str]) -> Row:
+        cells = dict(zip(columns, raw, strict=True))
+        stamp = cells.get(TIMESTAMP)
+        types = cells.get(TYPES)
+        if not stamp:
+            raise self.bad(f"a row has no {TIMESTAMP}")
+        keys = {k: v for k, v in cells.items() if not k.startswith("_stet_")}
+        if types is None:
+            # A 0.0.x row: its key is every column it has a value in.
+            return Row({k: v for k, v in keys.items() if v is not None}, None, stamp)
+        try:
+            names, _ = parse_types(types)
+            values = {k: keys[k] for k in names}
+        except (ValueError, KeyError):
+            raise self.bad(f"a row has an invalid {TYPES} {types!r}") from None
+        if any(v is None for v in values.values()):
+            raise self.bad(f"a row has NULL for a key its {TYPES} {types!r} lists")
+        return Row({k: v for k, v in values.items() if v is not None}, types, stamp)
+
+    # -- BaseBackend interface ---------------------------------------------------
+
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def contains(self, ident: Identity) -> bool:
+        self._ensure_process()
+        if self._conn is None and not os.path.exists(self.path):
+            return False
+        with self._db() as conn:
+            if not self._columns:
+                self._columns = self._read_columns(conn)
+                if not self._columns:
+                    return False
+            found = conn.execute(
+                f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
+                (ident.digest.hex(), ident.legacy.hex()),
+            ).fetchone()
+            return found is not None
+
+    def add(self, ident: Identity, timestamp: str) -> bool:
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._ensure_table(conn, ident.names)
+                exists = conn.execute(
+                    f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
+                    (ident.digest.hex(), ident.legacy.hex()),
+                ).fetchone()
+                if exists is None:
+                    names = (*ident.names, TYPES, TIMESTAMP, KEY)
+                    conn.execute(
+                        f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) "
+                        f"VALUES ({', '.join('?' * len(names))})",
+                        (*ident.texts, ident.types, timestamp, ident.digest.hex()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return exists is None
+
+    def _select(self, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
+        self._columns = self._read_columns(conn)
+        if not self._columns:
+            return []
+        cols = [c for c in self._columns if c != KEY]
+        cursor = conn.execute(f"SELECT rowid, {', '.join(map(_quote, cols))} FROM {TABLE} ORDER BY rowid")
+        return [(raw[0], self._row(raw[1:], cols)) for raw in cursor]
+
+    def rows(self) -> list[Row]:
+        if not self.exists():
+            return []
+        with self._db() as conn:
+            return [row for _, row in self._select(conn)]
+
+    def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
+        if not self.exists():
+            return []
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = [(rowid, row) for rowid, row in self._select(conn) if predicate(row)]
+                conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(r,) for r, _ in removed])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return [row for _, row in removed]
+
+    def key_columns(self) -> list[str]:
+        if not self.exists():
+            return []
+        with self._db() as conn:
+            return [c for c in self._read_columns(conn) if not c.startswith("_stet_")]
