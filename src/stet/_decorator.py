@@ -7,8 +7,8 @@ import inspect
 import itertools
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from stet._identity import Identity, check_name, identity_of
 from stet.backends import BaseBackend, open_store
@@ -17,7 +17,7 @@ from stet.backends._base import utc_now
 __all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
 
 P = ParamSpec("P")
-R = TypeVar("R")
+T = TypeVar("T")
 R_co = TypeVar("R_co", covariant=True)
 
 #: The store used when ``once`` is given none: a CSV file in the current directory.
@@ -32,6 +32,9 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 class OnceFunction(Protocol[P, R_co]):
     """A function decorated with :func:`once`: callable as before, plus helpers.
 
+    ``R_co`` is what a call returns: ``T | None`` for a function returning ``T`` (None
+    when the run is skipped), ``Coroutine[Any, Any, T | None]`` for an ``async def``.
+
     Attributes:
         store: absolute path of the store recording this function's runs.
         key: the names of the parameters that identify a run.
@@ -39,9 +42,19 @@ class OnceFunction(Protocol[P, R_co]):
 
     store: str
     key: tuple[str, ...]
-    __wrapped__: Callable[P, R_co]
+    __name__: str
+    __qualname__: str
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co | None: ...
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        """The undecorated function."""
+        ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def __get__(self, instance: object, owner: type | None = None) -> OnceFunction[..., R_co]:
+        """Bind as a method (``self``/``cls`` are not part of the default key)."""
+        ...
 
     def has(self, *args: Any, **kwargs: Any) -> bool:
         """Whether the run these arguments identify has completed."""
@@ -93,7 +106,8 @@ class _Runner:
             None if key is None else (key,) if isinstance(key, str) else tuple(key)
         )
         self.quiet = quiet
-        self.name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+        qualname = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+        self.name = qualname.rsplit("<locals>.", 1)[-1]  # "Model.fit", not "main.<locals>..."
         self.signature = inspect.signature(func)
         params = list(self.signature.parameters.values())
         names = [p.name for p in params]
@@ -190,65 +204,80 @@ def _points(grid: Any) -> Iterator[Any]:
     yield from grid
 
 
-class _Wrapper(Generic[P, R]):
-    """Builds the wrapper function for a runner (sync or async)."""
+def _build(runner: _Runner) -> Any:
+    """The wrapper function for a runner (sync or async), with its helpers attached."""
+    func = runner.func
+    if inspect.iscoroutinefunction(func):
 
-    @staticmethod
-    def build(runner: _Runner) -> OnceFunction[P, R]:
-        func = runner.func
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ident = runner.identity(args, kwargs)
-                backend = runner.backend
-                if backend.contains(ident):
-                    runner.skipped(ident)
-                    return None
-                result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
-                backend.add(ident, utc_now())
-                return result
-
-            wrapper: Any = async_wrapper
-        else:
-
-            @functools.wraps(func)
-            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                ident = runner.identity(args, kwargs)
-                backend = runner.backend
-                if backend.contains(ident):
-                    runner.skipped(ident)
-                    return None
-                result = func(*args, **kwargs)
-                backend.add(ident, utc_now())
-                return result
-
-            wrapper = sync_wrapper
-
-        def has(*args: Any, **kwargs: Any) -> bool:
-            return runner.backend.contains(runner.identity(args, kwargs))
-
-        def reset(*args: Any, **kwargs: Any) -> bool:
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             ident = runner.identity(args, kwargs)
-            digest = ident.digest
-            removed = runner.backend.discard(lambda row: row.digest()[0] == digest)
-            return bool(removed)
+            backend = runner.backend
+            if backend.contains(ident):
+                runner.skipped(ident)
+                return None
+            result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+            backend.add(ident, utc_now())
+            return result
 
-        def pending(grid: Any) -> Iterator[Any]:
-            return runner.pending(grid)
+        wrapper: Any = async_wrapper
+    else:
 
-        wrapper.store = str(os.path.abspath(runner.store))
-        wrapper.key = runner.key
-        wrapper.has = has
-        wrapper.is_done = has
-        wrapper.reset = reset
-        wrapper.pending = pending
-        wrapper._stet_runner = runner
-        return cast(OnceFunction[P, R], wrapper)
+        @functools.wraps(func)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            ident = runner.identity(args, kwargs)
+            backend = runner.backend
+            if backend.contains(ident):
+                runner.skipped(ident)
+                return None
+            result = func(*args, **kwargs)
+            backend.add(ident, utc_now())
+            return result
+
+        wrapper = sync_wrapper
+
+    def has(*args: Any, **kwargs: Any) -> bool:
+        return runner.backend.contains(runner.identity(args, kwargs))
+
+    def reset(*args: Any, **kwargs: Any) -> bool:
+        ident = runner.identity(args, kwargs)
+        digest = ident.digest
+        removed = runner.backend.discard(lambda row: row.digest()[0] == digest)
+        return bool(removed)
+
+    def pending(grid: Any) -> Iterator[Any]:
+        return runner.pending(grid)
+
+    wrapper.store = str(os.path.abspath(runner.store))
+    wrapper.key = runner.key
+    wrapper.has = has
+    wrapper.is_done = has
+    wrapper.reset = reset
+    wrapper.pending = pending
+    wrapper._stet_runner = runner
+    return wrapper
+
+
+class _Decorator(Protocol):
+    """What ``once(...)`` with options returns: a decorator."""
+
+    @overload
+    def __call__(
+        self, func: Callable[P, Coroutine[Any, Any, T]], /
+    ) -> OnceFunction[P, Coroutine[Any, Any, T | None]]: ...
+
+    @overload
+    def __call__(self, func: Callable[P, T], /) -> OnceFunction[P, T | None]: ...
 
 
 @overload
-def once(func: Callable[P, R], /) -> OnceFunction[P, R]: ...
+def once(
+    func: Callable[P, Coroutine[Any, Any, T]], /
+) -> OnceFunction[P, Coroutine[Any, Any, T | None]]: ...
+
+
+@overload
+def once(func: Callable[P, T], /) -> OnceFunction[P, T | None]: ...
 
 
 @overload
@@ -257,17 +286,17 @@ def once(
     store: str | os.PathLike[str] = DEFAULT_STORE,
     key: Iterable[str] | str | None = None,
     quiet: bool | None = None,
-) -> Callable[[Callable[P, R]], OnceFunction[P, R]]: ...
+) -> _Decorator: ...
 
 
 def once(
-    func: Callable[P, R] | None = None,
+    func: Callable[..., Any] | None = None,
     /,
     *,
     store: str | os.PathLike[str] = DEFAULT_STORE,
     key: Iterable[str] | str | None = None,
     quiet: bool | None = None,
-) -> OnceFunction[P, R] | Callable[[Callable[P, R]], OnceFunction[P, R]]:
+) -> Any:
     """Run a function once per parameter combination, across restarts.
 
     Use it bare (``@stet.once``) or with options (``@stet.once(store="runs.sqlite")``).
@@ -299,8 +328,8 @@ def once(
     store_path = os.path.abspath(os.fspath(store))
     open_store(store_path)  # an unknown ending or missing pyarrow fails now, not mid-sweep
 
-    def decorate(f: Callable[P, R]) -> OnceFunction[P, R]:
-        return _Wrapper[P, R].build(_Runner(f, store_path, key, quiet))
+    def decorate(f: Callable[..., Any]) -> Any:
+        return _build(_Runner(f, store_path, key, quiet))
 
     if func is not None:
         return decorate(func)

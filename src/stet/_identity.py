@@ -117,7 +117,8 @@ def _tag_of(value: Any) -> tuple[str, Any]:
     # family when they add no identity of their own.
     for base, base_tag in _SCALAR_TAGS.items():
         if base is not type(None) and isinstance(value, base):
-            return base_tag, base(value) if base in (str, int, float, complex, bytes) else value
+            convert: Any = base
+            return base_tag, convert(value) if base in (str, int, float, complex, bytes) else value
     raise _Unfaithful(f"an object of type {module}.{cls.__qualname__}")
 
 
@@ -128,8 +129,11 @@ def _nested(value: Any) -> str:
         return repr(value)
     if tag in ("none", "bool", "int", "float", "decimal", "fraction", "uuid", "complex"):
         return _top(tag, value) if tag != "decimal" else f"Decimal('{value}')"
-    return f"{tag}:{_top(tag, value)}" if tag in ("path", "datetime", "date", "time",
-                                                  "timedelta") else _top(tag, value)
+    return (
+        f"{tag}:{_top(tag, value)}"
+        if tag in ("path", "datetime", "date", "time", "timedelta")
+        else _top(tag, value)
+    )
 
 
 def _top(tag: str, value: Any) -> str:
@@ -258,7 +262,7 @@ def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
 class Identity:
     """The identity of one call: key names, tags and texts, plus their digests."""
 
-    __slots__ = ("names", "tags", "texts", "digest", "_legacy")
+    __slots__ = ("_legacy", "digest", "names", "tags", "texts")
 
     def __init__(self, names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]):
         self.names = names

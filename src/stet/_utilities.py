@@ -137,5 +137,7 @@ def load(store: str | os.PathLike[str] = DEFAULT_STORE) -> pd.DataFrame:
                 data[name] = pd.array([float(t) for t in texts if t is not None], dtype="float64")
         else:
             data[name] = pd.array(texts, dtype="object")
-    data["_stet_timestamp"] = pd.to_datetime([row.timestamp for row in rows], utc=True, format="ISO8601")
+    data["_stet_timestamp"] = pd.to_datetime(
+        [row.timestamp for row in rows], utc=True, format="ISO8601"
+    )
     return pd.DataFrame(data)

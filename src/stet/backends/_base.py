@@ -193,8 +193,7 @@ class BaseBackend(ABC):
     def _identity(self, key_dict: Mapping[str, Any]) -> Identity:
         if not isinstance(key_dict, Mapping):
             raise TypeError(
-                f"stet: expected a dict of parameter names to values, got "
-                f"{type(key_dict).__name__}"
+                f"stet: expected a dict of parameter names to values, got {type(key_dict).__name__}"
             )
         for name in key_dict:
             check_name(name, f"the key for {self.path}")

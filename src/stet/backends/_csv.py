@@ -75,8 +75,7 @@ class CsvBackend(FileBackend):
             raise self.bad(f"the header repeats a column name: {header}")
         if TIMESTAMP not in header:
             raise self.bad(
-                f"the header {header} has no {TIMESTAMP} column, so it was not written "
-                "by stet"
+                f"the header {header} has no {TIMESTAMP} column, so it was not written by stet"
             )
         for name in header:
             if name.startswith("_stet_") and name not in (TYPES, TIMESTAMP):

@@ -33,9 +33,7 @@ def _lock_timeout() -> float:
     try:
         return float(text) if text else 120.0
     except ValueError:
-        raise ValueError(
-            f"stet: STET_LOCK_TIMEOUT={text!r} is not a number of seconds"
-        ) from None
+        raise ValueError(f"stet: STET_LOCK_TIMEOUT={text!r} is not a number of seconds") from None
 
 
 @dataclass
@@ -168,7 +166,9 @@ class FileBackend(BaseBackend):
         except FileNotFoundError:
             return None
         except NotADirectoryError:
-            raise StoreError(f"stet: {self.path}: a parent of the store is not a directory")
+            raise StoreError(
+                f"stet: {self.path}: a parent of the store is not a directory"
+            ) from None
         if not os.path.isfile(self.path):
             raise StoreError(
                 f"stet: {self.path} is not a regular file (a directory?); point the store "
@@ -298,7 +298,9 @@ class FileBackend(BaseBackend):
             new_columns = [n for n in ident.names if n not in self._columns]
             if self._sig is None or self._sig[1] == 0 or not self._columns:
                 self._rewrite([row], self._merge_columns([], ident.names))
-            elif new_columns or not self.appendable or any(c not in self._columns for c in RESERVED):
+            elif (
+                new_columns or not self.appendable or any(c not in self._columns for c in RESERVED)
+            ):
                 self._rewrite_adding(row, self._merge_columns(self._columns, ident.names))
             else:
                 if self._torn is not None:
@@ -353,7 +355,7 @@ class FileBackend(BaseBackend):
     def _rewrite_adding(self, row: Row, columns: list[str]) -> None:
         """Rewrite the whole file with ``row`` added (new columns, or no append)."""
         rows = self._parse_file(self._read(0)).rows
-        self._rewrite(rows + [row], columns)
+        self._rewrite([*rows, row], columns)
 
     def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
         data, resume = self._serialize(rows, columns)

@@ -57,7 +57,9 @@ class JsonBackend(FileBackend):
         except ValueError:
             return None
         rows = [self._row(item, n) for n, item in enumerate(items, 1)]
-        return Parsed(rows, self._columns_of(rows, self._columns), start + len(data.rstrip(_SPACE)) - 1)
+        return Parsed(
+            rows, self._columns_of(rows, self._columns), start + len(data.rstrip(_SPACE)) - 1
+        )
 
     @staticmethod
     def _torn_end(data: bytes) -> int | None:

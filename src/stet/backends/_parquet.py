@@ -60,13 +60,19 @@ class ParquetBackend(FileBackend):
         names = [n for n in table.column_names if not n.startswith("__index_level_")]
         table = table.select(names)
         if TIMESTAMP not in names:
-            raise self.bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
+            raise self.bad(
+                f"its columns {names} have no {TIMESTAMP}, so it was not written by stet"
+            )
         for name in names:
             if name.startswith("_stet_") and name not in (TYPES, TIMESTAMP):
                 raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
             kind = table.schema.field(name).type
-            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            if not (
+                pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+            ):
                 raise self.bad(f"column {name!r} holds {kind}, but stet stores text")
+        # pandas writes large_string or null columns; stet's own writes use string.
+        table = table.cast(pa.schema([(n, pa.string()) for n in names]))
         self._table = table
         return Parsed(self._rows(table), names, None)
 
@@ -89,7 +95,9 @@ class ParquetBackend(FileBackend):
                 values = {k: columns[k][i] for k in names}
             except (ValueError, KeyError):
                 raise self.bad(f"row {i} has an invalid {TYPES} {types!r}") from None
-            if None in values.values() or sum(col[i] is not None for col in columns.values()) != len(names):
+            if None in values.values() or sum(
+                col[i] is not None for col in columns.values()
+            ) != len(names):
                 raise self.bad(f"row {i}: its values do not match its {TYPES} {types!r}")
             rows.append(Row(values, types, stamp))
         return rows

@@ -120,9 +120,15 @@ class SqliteBackend(BaseBackend):
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
         """Add stet's columns to a 0.0.x table and fill keys that are missing."""
-        if TYPES in self._columns and KEY in self._columns:
-            if conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone() is None:
-                return
+        if (
+            TYPES in self._columns
+            and KEY in self._columns
+            and (
+                conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone()
+                is None
+            )
+        ):
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._columns = self._read_columns(conn)
@@ -131,13 +137,13 @@ class SqliteBackend(BaseBackend):
                     conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
             self._columns = self._read_columns(conn)
-            missing = conn.execute(
-                f"SELECT rowid, * FROM {TABLE} WHERE {KEY} IS NULL"
-            ).fetchall()
+            missing = conn.execute(f"SELECT rowid, * FROM {TABLE} WHERE {KEY} IS NULL").fetchall()
             for raw in missing:
                 row = self._row(raw[1:], self._columns)
                 digest, _ = row.digest()
-                conn.execute(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", (digest.hex(), raw[0]))
+                conn.execute(
+                    f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", (digest.hex(), raw[0])
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -223,7 +229,9 @@ class SqliteBackend(BaseBackend):
         if not self._columns:
             return []
         cols = [c for c in self._columns if c != KEY]
-        cursor = conn.execute(f"SELECT rowid, {', '.join(map(_quote, cols))} FROM {TABLE} ORDER BY rowid")
+        cursor = conn.execute(
+            f"SELECT rowid, {', '.join(map(_quote, cols))} FROM {TABLE} ORDER BY rowid"
+        )
         return [(raw[0], self._row(raw[1:], cols)) for raw in cursor]
 
     def rows(self) -> list[Row]:
