@@ -234,29 +234,52 @@ def _digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
-_plans: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[int, ...], tuple[str, ...]]] = {}
+def digest_plan(
+    names: tuple[str, ...], tags: tuple[str, ...] | None
+) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
+    """How to build the digested text of a record with these key names and tags.
+
+    Returns the head letter (``T`` typed, ``L`` legacy 0.0.x rules), the order in which
+    to take the texts (sorted by name, so parameter order never matters) and the
+    prefix to put before each text. :func:`digest_parts` finishes the job.
+    """
+    order = tuple(sorted(range(len(names)), key=names.__getitem__))
+    if tags is None:
+        return "L", order, tuple(f"{names[i]}{_FIELD}" for i in order)
+    return "T", order, tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
+
+
+def digest_parts(head: str, parts: list[str]) -> bytes:
+    """Digest of a record from its head letter and prefixed texts, in plan order."""
+    return _digest(head + _ITEM.join(parts))
+
+
+_plans: dict[
+    tuple[tuple[str, ...], tuple[str, ...] | None], tuple[str, tuple[int, ...], tuple[str, ...]]
+] = {}
+
+
+def _cached_plan(
+    names: tuple[str, ...], tags: tuple[str, ...] | None
+) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
+    plan = _plans.get((names, tags))
+    if plan is None:
+        plan = digest_plan(names, tags)
+        if len(_plans) < 10_000:
+            _plans[(names, tags)] = plan
+    return plan
 
 
 def typed_digest(names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
-    """Digest identifying a record exactly: its key names, type tags and texts.
-
-    Names are sorted, so the order of the key parameters does not matter.
-    """
-    plan = _plans.get((names, tags))
-    if plan is None:
-        order = tuple(sorted(range(len(names)), key=names.__getitem__))
-        prefixes = tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
-        plan = (order, prefixes)
-        if len(_plans) < 10_000:
-            _plans[(names, tags)] = plan
-    order, prefixes = plan
-    return _digest("T" + _ITEM.join([p + texts[i] for p, i in zip(prefixes, order, strict=True)]))
+    """Digest identifying a record exactly: its key names, type tags and texts."""
+    head, order, prefixes = _cached_plan(names, tags)
+    return digest_parts(head, [p + texts[i] for p, i in zip(prefixes, order, strict=True)])
 
 
 def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     """Digest of a record by names and texts only, as stet 0.0.x compared them."""
-    parts = sorted(f"{n}{_FIELD}{t}" for n, t in zip(names, texts, strict=True))
-    return _digest("L" + _ITEM.join(parts))
+    head, order, prefixes = _cached_plan(names, None)
+    return digest_parts(head, [p + texts[i] for p, i in zip(prefixes, order, strict=True)])
 
 
 class Identity:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from stet._identity import (
     Identity,
     canonical,
     check_name,
+    digest_parts,
+    digest_plan,
     identity_of,
     legacy_digest,
     parse_types,
-    typed_digest,
 )
 
 __all__ = ["BaseBackend", "Row", "utc_now"]
@@ -52,8 +53,7 @@ class Row(NamedTuple):
         """Return the index digest of this row and whether it is a legacy (0.0.x) row."""
         if self.types is None:
             return legacy_digest(tuple(self.values), tuple(self.values.values())), True
-        names, tags = parse_types(self.types)
-        return typed_digest(names, tags, tuple(self.values[n] for n in names)), False
+        return CellPlan.for_types(self.types).digest(self.values), False
 
     def as_dict(self) -> dict[str, str]:
         """The row as ``backend.load()`` returns it: key texts plus stet's columns."""
@@ -200,8 +200,135 @@ class BaseBackend(ABC):
         return identity_of(key_dict)
 
 
-def index_rows(rows: Iterable[Row], typed: set[bytes], legacy: set[bytes]) -> None:
-    """Add the digests of ``rows`` to the typed and legacy index sets."""
+class CellPlan:
+    """How to read one kind of stored record out of its cells.
+
+    Records with the same ``_stet_types`` cell (or legacy records of one file) share a
+    plan: which cell holds which key parameter, and how to digest them for the index.
+    ``positions`` index the cells: list positions for CSV rows, names for JSON objects.
+    """
+
+    __slots__ = ("_head", "_pairs", "legacy", "names", "positions")
+
+    _by_types: ClassVar[dict[str, CellPlan]] = {}
+
+    def __init__(
+        self, names: tuple[str, ...], tags: tuple[str, ...] | None, positions: Sequence[Any]
+    ) -> None:
+        self.names = names
+        self.positions = tuple(positions)
+        self.legacy = tags is None
+        self._head, order, prefixes = digest_plan(names, tags)
+        self._pairs = tuple(zip(prefixes, [self.positions[i] for i in order], strict=True))
+
+    @classmethod
+    def for_types(cls, types: str) -> CellPlan:
+        """The plan reading a mapping of name to text with this ``_stet_types`` cell.
+
+        Raises:
+            ValueError: for an invalid types cell.
+        """
+        plan = cls._by_types.get(types)
+        if plan is None:
+            names, tags = parse_types(types)
+            plan = cls(names, tags, names)
+            if len(cls._by_types) < 10_000:
+                cls._by_types[types] = plan
+        return plan
+
+    def digest(self, cells: Any) -> bytes:
+        """The index digest of a record with these cells."""
+        return digest_parts(self._head, [p + cells[i] for p, i in self._pairs])
+
+    def values(self, cells: Any) -> dict[str, str]:
+        """Key parameter name to text, for a record with these cells."""
+        return {n: cells[i] for n, i in zip(self.names, self.positions, strict=True)}
+
+
+def read_records(
+    header: Sequence[str],
+    records: Iterable[Sequence[Any]],
+    bad: Callable[[str], Exception],
+    where: Callable[[int], str] = "record {}".format,
+) -> Iterator[tuple[Sequence[Any], CellPlan, str]]:
+    """Validate stored records laid out in columns; yield each with its plan and stamp.
+
+    Shared by every store that keeps records as rows of cells (CSV lines, SQLite rows,
+    Parquet rows). A cell that is empty or None means the record lacks that parameter;
+    a record without a ``_stet_types`` cell was written by stet 0.0.x and its key is
+    every column it has a value in.
+
+    Args:
+        header: column names, in cell order.
+        records: the rows of cells.
+        bad: builds the error to raise, given what is wrong.
+        where: describes record number n for messages.
+    """
+    ncols = len(header)
+    ts_at = header.index(TIMESTAMP)
+    types_at = header.index(TYPES) if TYPES in header else -1
+    key_at = {name: i for i, name in enumerate(header) if not name.startswith("_stet_")}
+    plans: dict[str, tuple[CellPlan, tuple[int, ...]]] = {}
+    legacy_plans: dict[tuple[int, ...], CellPlan] = {}
+    for n, fields in enumerate(records, 1):
+        if len(fields) != ncols:
+            if not fields:
+                continue  # a blank line
+            raise bad(f"{where(n)} has {len(fields)} fields where the header has {ncols}")
+        stamp = fields[ts_at]
+        if not stamp:
+            raise bad(f"{where(n)} has an empty {TIMESTAMP}")
+        types = fields[types_at] if types_at >= 0 else None
+        if not types:
+            present = tuple(i for i in key_at.values() if fields[i] is not None)
+            legacy = legacy_plans.get(present)
+            if legacy is None:
+                names = tuple(header[i] for i in present)
+                legacy = legacy_plans[present] = CellPlan(names, None, present)
+            yield fields, legacy, stamp
+            continue
+        entry = plans.get(types)
+        if entry is None:
+            try:
+                names, tags = parse_types(types)
+                positions = [key_at[k] for k in names]
+            except (ValueError, KeyError, TypeError):
+                raise bad(f"{where(n)} has an invalid {TYPES} cell {types!r}") from None
+            others = tuple(i for k, i in key_at.items() if k not in names)
+            entry = plans[types] = (CellPlan(names, tags, positions), others)
+        plan, others = entry
+        for i in others:
+            if fields[i]:
+                raise bad(
+                    f"{where(n)} has a value for {header[i]!r}, which its {TYPES} cell "
+                    "does not list"
+                )
+        for i in plan.positions:
+            if type(fields[i]) is not str:
+                raise bad(f"{where(n)} has no value for {header[i]!r}, which its {TYPES} lists")
+        yield fields, plan, stamp
+
+
+def index_rows(rows: Iterable[Row], typed: set[bytes], legacy: set[bytes]) -> int:
+    """Add the digests of ``rows`` to the typed and legacy index sets; return the count."""
+    count = 0
     for row in rows:
+        count += 1
         digest, is_legacy = row.digest()
         (legacy if is_legacy else typed).add(digest)
+    return count
+
+
+def index_digests(
+    digests: Iterable[tuple[bytes, bool]], typed: set[bytes], legacy: set[bytes]
+) -> int:
+    """Add precomputed ``(digest, is_legacy)`` pairs to the index sets; return the count."""
+    count = 0
+    add = typed.add
+    for digest, is_legacy in digests:
+        count += 1
+        if is_legacy:
+            legacy.add(digest)
+        else:
+            add(digest)
+    return count

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from stet._identity import parse_types
-from stet.backends._base import TIMESTAMP, TYPES, Row
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records
 from stet.backends._filestore import FileBackend, Parsed
 
 __all__ = ["CsvBackend"]
@@ -85,63 +86,45 @@ class CsvBackend(FileBackend):
 
     def _parse_records(self, data: bytes, start: int, header: list[str]) -> Parsed:
         end = _complete_end(data)
-        rows = self._rows(self._decode(data[:end], "a record"), header, start)
+        text = self._decode(data[:end], "a record")
         torn: int | None = None
-        rest = data[end:]
         resume = start + end
+        rest = data[end:]
         if rest.strip():
             # The file does not end with a newline: either a whole record written by
             # hand without one, or the start of a record whose write was interrupted.
             try:
-                last = self._rows(rest.decode("utf-8"), header, start + end)
+                last = list(self._records(rest.decode("utf-8"), header, start + end))
             except (ValueError, UnicodeDecodeError):
                 last = []
-            if len(last) == 1 and (last[0].types is None or _timestamp_complete(last[0].timestamp)):
-                rows += last
+            if len(last) == 1 and (last[0][1].legacy or _timestamp_complete(last[0][2])):
+                text += rest.decode("utf-8")
                 resume = start + len(data)
             else:
                 torn = start + end
-        return Parsed(rows, [], resume, torn)
-
-    def _rows(self, text: str, header: list[str], start: int) -> list[Row]:
-        ncols = len(header)
-        ts_at = header.index(TIMESTAMP)
         types_at = header.index(TYPES) if TYPES in header else -1
-        key_at = {name: i for i, name in enumerate(header) if not name.startswith("_stet_")}
-        legacy_items = list(key_at.items())
-        rows: list[Row] = []
-        append = rows.append
-        for n, fields in enumerate(csv.reader(io.StringIO(text, newline="")), 1):
-            if len(fields) != ncols:
-                if not fields:
-                    continue
-                raise self.bad(
-                    f"record {n} after byte {start} has {len(fields)} fields where the "
-                    f"header has {ncols}"
-                )
-            stamp = fields[ts_at]
-            types = fields[types_at] if types_at >= 0 else ""
-            if not stamp:
-                raise self.bad(f"record {n} after byte {start} has an empty {TIMESTAMP}")
-            if not types:
-                append(Row({k: fields[i] for k, i in legacy_items}, None, stamp))
-                continue
-            try:
-                names, _ = parse_types(types)
-                values = {k: fields[key_at[k]] for k in names}
-            except (ValueError, KeyError):
-                raise self.bad(
-                    f"record {n} after byte {start} has an invalid {TYPES} cell {types!r}"
-                ) from None
-            if len(names) != len(key_at):
-                for k, i in legacy_items:
-                    if fields[i] and k not in values:
-                        raise self.bad(
-                            f"record {n} after byte {start} has a value for {k!r}, which "
-                            f"its {TYPES} cell does not list"
-                        )
-            append(Row(values, types, stamp))
-        return rows
+        return Parsed(
+            rows=(
+                Row(plan.values(f), f[types_at] if not plan.legacy else None, stamp)
+                for f, plan, stamp in self._records(text, header, start)
+            ),
+            resume=resume,
+            torn=torn,
+            digests=(
+                (plan.digest(f), plan.legacy) for f, plan, _ in self._records(text, header, start)
+            ),
+        )
+
+    def _records(
+        self, text: str, header: list[str], start: int
+    ) -> Iterator[tuple[Sequence[Any], CellPlan, str]]:
+        """Validate each record; yield its cells, its plan and its timestamp."""
+        return read_records(
+            header,
+            csv.reader(io.StringIO(text, newline="")),
+            self.bad,
+            f"record {{}} after byte {start}".format,
+        )
 
     @staticmethod
     def _line(row: Row, columns: list[str]) -> list[str]:

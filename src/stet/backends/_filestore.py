@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 
 from stet._errors import StoreError, StoreLockTimeout
 from stet._identity import Identity
-from stet.backends._base import RESERVED, BaseBackend, Row, index_rows
+from stet.backends._base import RESERVED, BaseBackend, Row, index_digests, index_rows
 
 __all__ = ["FileBackend", "Parsed", "atomic_write"]
 
@@ -41,18 +41,28 @@ class Parsed:
     """What a format's parser found in a file (or in the bytes appended to it).
 
     Attributes:
-        rows: the completed runs read.
+        rows: the completed runs read (possibly a generator: iterate once).
         columns: the store's column names in file order (key columns and stet's own).
         resume: offset at which bytes appended later start, or None if the format
             cannot be read incrementally.
         torn: offset of an incomplete final record left by an interrupted write, to be
             cut off before the next append; None when the file ends cleanly.
+        digests: optionally, the records' index digests computed without building
+            rows (faster for large files); the index uses it instead of ``rows``.
     """
 
-    rows: list[Row]
+    rows: Iterable[Row]
     columns: list[str] = field(default_factory=list)
     resume: int | None = None
     torn: int | None = None
+    digests: Iterable[tuple[bytes, bool]] | None = None
+    empty: bool = False
+
+    def index_into(self, typed: set[bytes], legacy: set[bytes]) -> int:
+        """Add this parse's records to the index sets (consumes it); return the count."""
+        if self.digests is not None:
+            return index_digests(self.digests, typed, legacy)
+        return index_rows(self.rows, typed, legacy)
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -113,6 +123,9 @@ class FileBackend(BaseBackend):
     format_name = "file"
     #: Whether records can be added without rewriting the file.
     appendable = True
+    #: Whether the file declares its columns up front (a header or schema), so a record
+    #: with a new key parameter means rewriting the file with the column added.
+    fixed_columns = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
@@ -131,6 +144,7 @@ class FileBackend(BaseBackend):
         self._torn: int | None = None
         self._columns: list[str] = []
         self._count = 0
+        self._empty = True
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -210,15 +224,13 @@ class FileBackend(BaseBackend):
             if data[: len(self._guard)] == self._guard:
                 parsed = self._parse_tail(data[len(self._guard) :], self._resume)
                 if parsed is not None:
-                    index_rows(parsed.rows, self._index, self._legacy)
-                    self._count += len(parsed.rows)
+                    self._count += parsed.index_into(self._index, self._legacy)
                     self._remember(parsed, sig)
                     return
         parsed = self._parse_file(self._read(0))
         self._index = set()
         self._legacy = set()
-        index_rows(parsed.rows, self._index, self._legacy)
-        self._count = len(parsed.rows)
+        self._count = parsed.index_into(self._index, self._legacy)
         self._remember(parsed, sig)
 
     def _start_fresh(self) -> None:
@@ -230,10 +242,12 @@ class FileBackend(BaseBackend):
         self._torn = None
         self._columns = []
         self._count = 0
+        self._empty = True
 
     def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
         if parsed.columns:
             self._columns = parsed.columns
+        self._empty = parsed.empty
         self._sig = sig
         self._resume = parsed.resume
         self._torn = parsed.torn
@@ -257,7 +271,7 @@ class FileBackend(BaseBackend):
 
     def _parse_file(self, data: bytes) -> Parsed:
         if not data.strip():
-            return Parsed([], [], None)
+            return Parsed([], [], None, empty=True)
         return self._parse(data)
 
     def _after_write(self, resume: int | None) -> None:
@@ -265,6 +279,7 @@ class FileBackend(BaseBackend):
         self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
         self._resume = resume
         self._torn = None
+        self._empty = False
         self._guard = self._read_guard(resume)
 
     def bad(self, problem: str) -> StoreError:
@@ -295,12 +310,12 @@ class FileBackend(BaseBackend):
             if ident.digest in self._index or (self._legacy and ident.legacy in self._legacy):
                 return False
             row = Row.of(ident, timestamp)
-            new_columns = [n for n in ident.names if n not in self._columns]
-            if self._sig is None or self._sig[1] == 0 or not self._columns:
+            columns_change = self.fixed_columns and any(
+                c not in self._columns for c in (*ident.names, *RESERVED)
+            )
+            if self._sig is None or self._empty:
                 self._rewrite([row], self._merge_columns([], ident.names))
-            elif (
-                new_columns or not self.appendable or any(c not in self._columns for c in RESERVED)
-            ):
+            elif columns_change or not self.appendable:
                 self._rewrite_adding(row, self._merge_columns(self._columns, ident.names))
             else:
                 if self._torn is not None:
@@ -317,7 +332,7 @@ class FileBackend(BaseBackend):
             if self._stat() is None:
                 self._start_fresh()
                 return []
-            return self._parse_file(self._read(0)).rows
+            return list(self._parse_file(self._read(0)).rows)
 
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
         with self._locked():
@@ -325,8 +340,10 @@ class FileBackend(BaseBackend):
             if self._sig is None:
                 return []
             parsed = self._parse_file(self._read(0))
-            keep = [row for row in parsed.rows if not predicate(row)]
-            removed = [row for row in parsed.rows if predicate(row)]
+            keep: list[Row] = []
+            removed: list[Row] = []
+            for row in parsed.rows:
+                (removed if predicate(row) else keep).append(row)
             if removed or parsed.torn is not None:
                 columns = parsed.columns or self._merge_columns([], ())
                 self._rewrite(keep, columns)

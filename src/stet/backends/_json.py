@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from stet._identity import parse_types
-from stet.backends._base import TIMESTAMP, TYPES, Row
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row
 from stet.backends._filestore import FileBackend, Parsed
 
 __all__ = ["JsonBackend"]
@@ -26,23 +27,115 @@ class JsonBackend(FileBackend):
     suffixes = (".json",)
     format_name = "JSON"
 
+    fixed_columns = False
+
     def _parse(self, data: bytes) -> Parsed:
         try:
-            value = json.loads(data)
-        except UnicodeDecodeError:
-            raise self.bad("the file is not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            torn = self._torn_end(data)
-            if torn is None:
+            items = self._chunks(data)
+        except ValueError:
+            items = None
+        if items is None:
+            try:
+                value = json.loads(data)
+            except UnicodeDecodeError:
+                raise self.bad("the file is not UTF-8 text") from None
+            except json.JSONDecodeError as exc:
+                torn = self._torn_end(data)
+                if torn is None:
+                    raise self.bad(
+                        f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                    ) from None
+                parsed = self._parse(data[:torn] + b"\n]")
+                return Parsed(parsed.rows, [], torn, torn, parsed.digests)
+            if not isinstance(value, list):
                 raise self.bad(
-                    f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-                ) from None
-            parsed = self._parse(data[:torn] + b"\n]")
-            return Parsed(parsed.rows, parsed.columns, torn, torn)
-        if not isinstance(value, list):
-            raise self.bad(f"expected a JSON array of records, found a JSON {type(value).__name__}")
-        rows = [self._row(item, n) for n, item in enumerate(value, 1)]
-        return Parsed(rows, self._columns_of(rows), self._closing(data))
+                    f"expected a JSON array of records, found a JSON {type(value).__name__}"
+                )
+            items = [value]
+        return self._parsed(items, self._closing(data))
+
+    @staticmethod
+    def _chunks(data: bytes) -> list[list[Any]] | None:
+        """Parse stet's own layout (one object per line) in pieces, to bound memory.
+
+        A raw newline never occurs inside a JSON string, so splitting before a line
+        that starts with ``{`` never cuts a value; anything else is parsed whole.
+        """
+        body = data.strip(_SPACE)
+        if not (body.startswith(b"[") and body.endswith(b"]")):
+            return None
+        inner = body[1:-1]
+        chunks: list[list[Any]] = []
+        pos = 0
+        step = 1 << 20
+        while pos < len(inner):
+            cut = inner.find(b"\n{", pos + step)
+            if cut < 0:
+                cut = len(inner)
+            piece = inner[pos:cut].strip(_SPACE).rstrip(b",")
+            if piece:
+                chunks.append(json.loads(b"[" + piece + b"]"))
+            pos = cut + 1
+        return chunks
+
+    def _parsed(self, chunks: list[list[Any]], resume: int) -> Parsed:
+        return Parsed(
+            rows=(
+                Row(plan.values(item), item.get(TYPES), item[TIMESTAMP])
+                for item, plan in self._records(chunks)
+            ),
+            resume=resume,
+            digests=((plan.digest(item), plan.legacy) for item, plan in self._records(chunks)),
+        )
+
+    def _records(self, chunks: list[list[Any]]) -> Iterator[tuple[dict[str, Any], CellPlan]]:
+        """Validate each object; yield it with the plan that reads it."""
+        plans: dict[str, CellPlan] = {}
+        n = 0
+        for chunk in chunks:
+            for item in chunk:
+                n += 1
+                if not isinstance(item, dict):
+                    raise self.bad(f"element {n} of the array is not an object")
+                stamp = item.get(TIMESTAMP)
+                if not isinstance(stamp, str) or not stamp:
+                    raise self.bad(f"element {n} has no {TIMESTAMP} string")
+                types = item.get(TYPES)
+                if types is None:
+                    names = tuple(k for k in item if k != TIMESTAMP)
+                    plan = CellPlan(names, None, names)
+                else:
+                    found = plans.get(types) if isinstance(types, str) else None
+                    if found is None:
+                        try:
+                            names, tags = parse_types(types)
+                        except (ValueError, TypeError, AttributeError):
+                            raise self.bad(
+                                f"element {n} has an invalid {TYPES} {types!r}"
+                            ) from None
+                        found = plans[types] = CellPlan(names, tags, names)
+                    plan = found
+                    if len(item) != len(plan.names) + 2 or not all(k in item for k in plan.names):
+                        raise self.bad(
+                            f"element {n}: its fields do not match its {TYPES} {types!r}"
+                        )
+                for name in plan.names:
+                    if type(item[name]) is not str:
+                        if name.startswith("_stet_"):
+                            raise self.bad(
+                                f"element {n} has an unknown field {name!r} (a newer stet?)"
+                            )
+                        raise self.bad(
+                            f"element {n} field {name!r} is a JSON {type(item[name]).__name__}; "
+                            "stet stores every value as a string"
+                        )
+                if plan.legacy:
+                    for name in plan.names:
+                        if name.startswith("_stet_"):
+                            raise self.bad(
+                                f"element {n} has an unknown field {name!r} (a newer stet?)"
+                            )
+                yield item, plan
 
     def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
         # Appended text looks like `,\n{...},\n{...}\n]\n` (no comma after `[`).
@@ -56,10 +149,7 @@ class JsonBackend(FileBackend):
             items = json.loads(b"[" + body + b"]")
         except ValueError:
             return None
-        rows = [self._row(item, n) for n, item in enumerate(items, 1)]
-        return Parsed(
-            rows, self._columns_of(rows, self._columns), start + len(data.rstrip(_SPACE)) - 1
-        )
+        return self._parsed([items], start + len(data.rstrip(_SPACE)) - 1)
 
     @staticmethod
     def _torn_end(data: bytes) -> int | None:
@@ -84,42 +174,6 @@ class JsonBackend(FileBackend):
     @staticmethod
     def _closing(data: bytes) -> int:
         return len(data.rstrip(_SPACE)) - 1
-
-    @staticmethod
-    def _columns_of(rows: list[Row], known: list[str] | None = None) -> list[str]:
-        seen: dict[str, None] = dict.fromkeys(c for c in known or () if not c.startswith("_stet_"))
-        for row in rows:
-            seen.update(dict.fromkeys(row.values))
-        return [*seen, TYPES, TIMESTAMP]
-
-    def _row(self, item: Any, n: int) -> Row:
-        if not isinstance(item, dict):
-            raise self.bad(f"element {n} of the array is not an object")
-        stamp = item.get(TIMESTAMP)
-        if not isinstance(stamp, str) or not stamp:
-            raise self.bad(f"element {n} has no {TIMESTAMP} string")
-        types = item.get(TYPES)
-        values: dict[str, str] = {}
-        for name, value in item.items():
-            if name in (TYPES, TIMESTAMP):
-                continue
-            if name.startswith("_stet_"):
-                raise self.bad(f"element {n} has an unknown field {name!r} (a newer stet?)")
-            if not isinstance(value, str):
-                raise self.bad(
-                    f"element {n} field {name!r} is a JSON {type(value).__name__}; stet "
-                    "stores every value as a string"
-                )
-            values[name] = value
-        if types is None:
-            return Row(values, None, stamp)
-        try:
-            names, _ = parse_types(types)
-        except (ValueError, TypeError):
-            raise self.bad(f"element {n} has an invalid {TYPES} {types!r}") from None
-        if set(names) != values.keys():
-            raise self.bad(f"element {n}: its fields do not match its {TYPES} {types!r}")
-        return Row({k: values[k] for k in names}, types, stamp)
 
     @staticmethod
     def _object(row: Row) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from stet._identity import parse_types
-from stet.backends._base import TIMESTAMP, TYPES, Row
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records
 from stet.backends._filestore import FileBackend, Parsed, atomic_write
 
 __all__ = ["ParquetBackend"]
@@ -74,33 +74,22 @@ class ParquetBackend(FileBackend):
         # pandas writes large_string or null columns; stet's own writes use string.
         table = table.cast(pa.schema([(n, pa.string()) for n in names]))
         self._table = table
-        return Parsed(self._rows(table), names, None)
+        return self._parsed(table, names)
 
-    def _rows(self, table: Any) -> list[Row]:
-        columns = {name: table.column(name).to_pylist() for name in table.column_names}
-        stamps = columns.pop(TIMESTAMP)
-        all_types = columns.pop(TYPES, None) or [None] * len(stamps)
-        rows: list[Row] = []
-        for i, (stamp, types) in enumerate(zip(stamps, all_types, strict=True)):
-            if not stamp:
-                raise self.bad(f"row {i} has no {TIMESTAMP}")
-            if types is None:
-                values = {k: col[i] for k, col in columns.items()}
-                if None in values.values():
-                    raise self.bad(f"row {i} has a missing value but no {TYPES}")
-                rows.append(Row(values, None, stamp))
-                continue
-            try:
-                names, _ = parse_types(types)
-                values = {k: columns[k][i] for k in names}
-            except (ValueError, KeyError):
-                raise self.bad(f"row {i} has an invalid {TYPES} {types!r}") from None
-            if None in values.values() or sum(
-                col[i] is not None for col in columns.values()
-            ) != len(names):
-                raise self.bad(f"row {i}: its values do not match its {TYPES} {types!r}")
-            rows.append(Row(values, types, stamp))
-        return rows
+    def _parsed(self, table: Any, names: list[str]) -> Parsed:
+        def records() -> Iterator[tuple[Sequence[Any], CellPlan, str]]:
+            columns = [table.column(name).to_pylist() for name in names]
+            return read_records(names, zip(*columns, strict=True), self.bad, "row {}".format)
+
+        types_at = names.index(TYPES) if TYPES in names else -1
+        return Parsed(
+            rows=(
+                Row(plan.values(cells), None if plan.legacy else cells[types_at], stamp)
+                for cells, plan, stamp in records()
+            ),
+            columns=names,
+            digests=((plan.digest(cells), plan.legacy) for cells, plan, _ in records()),
+        )
 
     def _table_of(self, rows: list[Row], columns: list[str]) -> Any:
         pa, _ = _pyarrow()

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from stet._errors import StoreError, StoreLockTimeout
-from stet._identity import Identity, parse_types
-from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, Row
+from stet._identity import Identity
+from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, Row, read_records
 from stet.backends._filestore import _lock_timeout
 
 __all__ = ["SqliteBackend"]
@@ -137,13 +137,15 @@ class SqliteBackend(BaseBackend):
                     conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
             conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
             self._columns = self._read_columns(conn)
-            missing = conn.execute(f"SELECT rowid, * FROM {TABLE} WHERE {KEY} IS NULL").fetchall()
-            for raw in missing:
-                row = self._row(raw[1:], self._columns)
-                digest, _ = row.digest()
-                conn.execute(
-                    f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", (digest.hex(), raw[0])
-                )
+            cols = [c for c in self._columns if c != KEY]
+            missing = conn.execute(
+                f"SELECT {', '.join(map(_quote, cols))}, rowid FROM {TABLE} WHERE {KEY} IS NULL"
+            ).fetchall()
+            updates = [
+                (plan.digest(cells).hex(), cells[-1])
+                for cells, plan, _ in read_records([*cols, "_stet_rowid"], missing, self.bad)
+            ]
+            conn.executemany(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", updates)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -162,25 +164,6 @@ class SqliteBackend(BaseBackend):
             if name not in self._columns:
                 conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(name)} TEXT")
                 self._columns.append(name)
-
-    def _row(self, raw: tuple[str | None, ...], columns: list[str]) -> Row:
-        cells = dict(zip(columns, raw, strict=True))
-        stamp = cells.get(TIMESTAMP)
-        types = cells.get(TYPES)
-        if not stamp:
-            raise self.bad(f"a row has no {TIMESTAMP}")
-        keys = {k: v for k, v in cells.items() if not k.startswith("_stet_")}
-        if types is None:
-            # A 0.0.x row: its key is every column it has a value in.
-            return Row({k: v for k, v in keys.items() if v is not None}, None, stamp)
-        try:
-            names, _ = parse_types(types)
-            values = {k: keys[k] for k in names}
-        except (ValueError, KeyError):
-            raise self.bad(f"a row has an invalid {TYPES} {types!r}") from None
-        if any(v is None for v in values.values()):
-            raise self.bad(f"a row has NULL for a key its {TYPES} {types!r} lists")
-        return Row({k: v for k, v in values.items() if v is not None}, types, stamp)
 
     # -- BaseBackend interface ---------------------------------------------------
 
@@ -230,9 +213,13 @@ class SqliteBackend(BaseBackend):
             return []
         cols = [c for c in self._columns if c != KEY]
         cursor = conn.execute(
-            f"SELECT rowid, {', '.join(map(_quote, cols))} FROM {TABLE} ORDER BY rowid"
+            f"SELECT {', '.join(map(_quote, cols))}, rowid FROM {TABLE} ORDER BY rowid"
         )
-        return [(raw[0], self._row(raw[1:], cols)) for raw in cursor]
+        types_at = cols.index(TYPES)
+        return [
+            (cells[-1], Row(plan.values(cells), None if plan.legacy else cells[types_at], stamp))
+            for cells, plan, stamp in read_records([*cols, "_stet_rowid"], cursor, self.bad)
+        ]
 
     def rows(self) -> list[Row]:
         if not self.exists():
