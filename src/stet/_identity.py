@@ -31,12 +31,14 @@ __all__ = [
 ]
 
 # A type tag names the family a value belongs to. It is stored next to the text so that
-# "1" (a str) and 1 (an int), or "None" and None, stay different runs.
+# "1" (a str) and 1 (an int), or "None" and None, stay different runs. The tag "text"
+# marks a record imported from text (``stet import``): it matches by text alone, like a
+# record written by stet 0.0.x.
 TAGS = frozenset(
     {
         "none", "bool", "int", "float", "str", "complex", "decimal", "fraction",
         "path", "bytes", "datetime", "date", "time", "timedelta", "uuid", "enum",
-        "tuple", "list", "dict", "set", "frozenset", "record",
+        "tuple", "list", "dict", "set", "frozenset", "record", "text",
     }
 )  # fmt: skip
 
@@ -239,12 +241,13 @@ def digest_plan(
 ) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
     """How to build the digested text of a record with these key names and tags.
 
-    Returns the head letter (``T`` typed, ``L`` legacy 0.0.x rules), the order in which
+    Returns the head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
+    records match), the order in which
     to take the texts (sorted by name, so parameter order never matters) and the
     prefix to put before each text. :func:`digest_parts` finishes the job.
     """
     order = tuple(sorted(range(len(names)), key=names.__getitem__))
-    if tags is None:
+    if tags is None or "text" in tags:
         return "L", order, tuple(f"{names[i]}{_FIELD}" for i in order)
     return "T", order, tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
 
@@ -285,14 +288,21 @@ def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
 class Identity:
     """The identity of one call: key names, tags and texts, plus their digests."""
 
-    __slots__ = ("_legacy", "digest", "names", "tags", "texts")
+    __slots__ = ("_legacy", "digest", "is_text", "names", "tags", "texts")
 
     def __init__(self, names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]):
         self.names = names
         self.tags = tags
         self.texts = texts
-        self.digest = typed_digest(names, tags, texts)
+        self.is_text = "text" in tags
         self._legacy: bytes | None = None
+        self.digest = self.legacy if self.is_text else typed_digest(names, tags, texts)
+
+    @classmethod
+    def of_text(cls, key: Mapping[str, str]) -> Identity:
+        """A record known only by its texts (imported): it matches calls by text alone."""
+        names = tuple(key)
+        return cls(names, ("text",) * len(names), tuple(key.values()))
 
     @property
     def legacy(self) -> bytes:

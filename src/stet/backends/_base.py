@@ -53,7 +53,8 @@ class Row(NamedTuple):
         """Return the index digest of this row and whether it is a legacy (0.0.x) row."""
         if self.types is None:
             return legacy_digest(tuple(self.values), tuple(self.values.values())), True
-        return CellPlan.for_types(self.types).digest(self.values), False
+        plan = CellPlan.for_types(self.types)
+        return plan.digest(self.values), plan.legacy
 
     def as_dict(self) -> dict[str, str]:
         """The row as ``backend.load()`` returns it: key texts plus stet's columns."""
@@ -83,7 +84,7 @@ def row_matches(row: Row, key: Mapping[str, Any]) -> bool:
                 return False
             continue
         tag, text = canonical(value)
-        if row.values[name] != text or (row.types is not None and tags[name] != tag):
+        if row.values[name] != text or tags.get(name, "text") not in (tag, "text"):
             return False
     return True
 
@@ -217,7 +218,7 @@ class CellPlan:
     ) -> None:
         self.names = names
         self.positions = tuple(positions)
-        self.legacy = tags is None
+        self.legacy = tags is None or "text" in tags  # matched by text alone
         self._head, order, prefixes = digest_plan(names, tags)
         self._pairs = tuple(zip(prefixes, [self.positions[i] for i in order], strict=True))
 

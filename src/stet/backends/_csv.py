@@ -105,7 +105,7 @@ class CsvBackend(FileBackend):
         types_at = header.index(TYPES) if TYPES in header else -1
         return Parsed(
             rows=(
-                Row(plan.values(f), f[types_at] if not plan.legacy else None, stamp)
+                Row(plan.values(f), (f[types_at] or None) if types_at >= 0 else None, stamp)
                 for f, plan, stamp in self._records(text, header, start)
             ),
             resume=resume,

@@ -323,7 +323,7 @@ class FileBackend(BaseBackend):
                     self._torn = None
                 resume = self._append(row, self._columns, self._resume)
                 self._after_write(resume)
-            self._index.add(ident.digest)
+            (self._legacy if ident.is_text else self._index).add(ident.digest)
             self._count += 1
             return True
 

@@ -84,7 +84,7 @@ class ParquetBackend(FileBackend):
         types_at = names.index(TYPES) if TYPES in names else -1
         return Parsed(
             rows=(
-                Row(plan.values(cells), None if plan.legacy else cells[types_at], stamp)
+                Row(plan.values(cells), cells[types_at] if types_at >= 0 else None, stamp)
                 for cells, plan, stamp in records()
             ),
             columns=names,

@@ -217,7 +217,7 @@ class SqliteBackend(BaseBackend):
         )
         types_at = cols.index(TYPES)
         return [
-            (cells[-1], Row(plan.values(cells), None if plan.legacy else cells[types_at], stamp))
+            (cells[-1], Row(plan.values(cells), cells[types_at] if types_at >= 0 else None, stamp))
             for cells, plan, stamp in read_records([*cols, "_stet_rowid"], cursor, self.bad)
         ]
 

@@ -1,0 +1,148 @@
+"""The stet command line, run as a real console script in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stet
+from stet.backends import get_backend
+
+SCRIPT = Path(sys.executable).parent / "stet"
+
+
+def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=60
+    )
+
+
+def _fill(store: Path) -> None:
+    backend = get_backend(store)
+    for alpha in (0.1, 0.2):
+        for seed in (1, 2):
+            backend.record({"alpha": alpha, "seed": seed})
+
+
+def test_version(tmp_path: Path) -> None:
+    out = run("--version", cwd=tmp_path)
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"stet {stet.__version__}"
+
+
+def test_python_dash_m_is_the_same_command(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stet", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"stet {stet.__version__}"
+
+
+def test_status(tmp_path: Path, ext: str) -> None:
+    store = tmp_path / f"runs{ext}"
+    _fill(store)
+    out = run("status", store.name, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "[stet] 4 completed experiments recorded" in out.stdout
+    assert "[stet] Key columns: alpha, seed" in out.stdout
+
+
+def test_status_default_store_and_missing_store(tmp_path: Path) -> None:
+    out = run("status", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1  # one line, no traceback
+    assert "_stet_store.csv" in out.stderr
+    _fill(tmp_path / "_stet_store.csv")
+    assert run("status", cwd=tmp_path).returncode == 0
+
+
+def test_show_table_with_limit(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+    _fill(store)
+    out = run("show", "runs.csv", "--limit", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["alpha", "seed", "_stet_timestamp"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["0.2", "1"], ["0.2", "2"]]
+    assert "2 most recent of 4" in lines[3]
+
+
+def test_reset_where_removes_exactly_one(tmp_path: Path, ext: str) -> None:
+    store = tmp_path / f"runs{ext}"
+    _fill(store)
+    out = run("reset", store.name, "--where", "alpha=0.1", "--where", "seed=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Removed entry" in out.stdout
+    backend = get_backend(store)
+    assert not backend.has({"alpha": 0.1, "seed": 2})
+    assert len(backend.load()) == 3
+
+
+def test_reset_where_unknown_column_is_one_line_error(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+    _fill(store)
+    before = store.read_bytes()
+    out = run("reset", "runs.csv", "--where", "alpah=0.1", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "key columns are: alpha, seed" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert store.read_bytes() == before
+
+
+def test_reset_all_needs_yes_without_a_terminal(tmp_path: Path) -> None:
+    store = tmp_path / "runs.json"
+    _fill(store)
+    out = run("reset", "runs.json", cwd=tmp_path, stdin="")
+    assert out.returncode == 2
+    assert "--yes" in out.stderr
+    assert len(get_backend(store).load()) == 4
+    out = run("reset", "runs.json", "--yes", cwd=tmp_path)
+    assert out.returncode == 0
+    assert get_backend(store).load() == []
+
+
+def test_bad_where_syntax(tmp_path: Path) -> None:
+    _fill(tmp_path / "runs.csv")
+    out = run("reset", "runs.csv", "--where", "alpha", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "NAME=VALUE" in out.stderr
+
+
+def test_import_marks_results_done(tmp_path: Path, ext: str) -> None:
+    results = tmp_path / "results.csv"
+    results.write_text("alpha,seed,score\n0.1,1,0.5\n0.2,1,0.7\n0.1,1,0.5\nNA,3,0.1\n")
+    store = tmp_path / f"runs{ext}"
+    out = run("import", "results.csv", "--key", "alpha,seed", "--store", store.name, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Imported 3 runs" in out.stdout
+    calls: list[tuple[object, int]] = []
+
+    @stet.once(store=store, quiet=True)
+    def f(alpha: object, seed: int) -> None:
+        calls.append((alpha, seed))
+
+    f(0.1, 1)
+    f(0.2, 1)
+    f("NA", 3)
+    f(0.3, 1)
+    assert calls == [(0.3, 1)]
+    again = run("import", "results.csv", "--key", "alpha,seed", "--store", store.name, cwd=tmp_path)
+    assert "Imported 0 runs" in again.stdout
+    assert len(get_backend(store).load()) == 4
+
+
+def test_import_missing_column(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_text("alpha,score\n0.1,0.5\n")
+    out = run("import", "results.csv", "--key", "alpha,seed", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "'seed'" in out.stderr and "alpha, score" in out.stderr
+    assert not (tmp_path / "_stet_store.csv").exists()
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["show", "--limit", "x"], []])
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    out = run(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "usage: stet" in out.stderr
