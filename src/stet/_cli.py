@@ -107,12 +107,12 @@ def _import(results: str, key: str, store: str) -> None:
         raise _UserError("--key needs at least one column name, e.g. --key alpha,seed")
     for name in names:
         check_name(name, "--key")
-    try:
-        handle = open(results, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise _UserError(f"cannot read {results}: {exc.strerror}") from None
     backend = get_backend(store)
     added = total = 0
+    try:
+        handle = open(results, newline="", encoding="utf-8-sig")  # noqa: SIM115
+    except OSError as exc:
+        raise _UserError(f"cannot read {results}: {exc.strerror}") from None
     with handle:
         reader = csv.DictReader(handle)
         missing = [n for n in names if n not in (reader.fieldnames or [])]
