@@ -7,12 +7,14 @@ import inspect
 import itertools
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from stet._identity import Identity, check_name, identity_of
-from stet.backends import BaseBackend, open_store
+from stet.backends import BaseBackend, is_url, open_store
 from stet.backends._base import utc_now
+from stet.backends._claims import Claim, Outcome, Owner
 
 __all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
 
@@ -22,6 +24,9 @@ R_co = TypeVar("R_co", covariant=True)
 
 #: The store used when ``once`` is given none: a CSV file in the current directory.
 DEFAULT_STORE = "_stet_store.csv"
+
+#: Seconds a claim lasts without a heartbeat (``once(claim=True)``).
+DEFAULT_LEASE = 60.0
 
 #: Skip lines printed per function before stet stops announcing each one.
 SKIP_LINES = 10
@@ -99,7 +104,13 @@ class _Runner:
         store: str | os.PathLike[str],
         key: Iterable[str] | str | None,
         quiet: bool | None,
+        claim: bool = False,
+        lease: float = DEFAULT_LEASE,
     ) -> None:
+        if lease <= 0:
+            raise ValueError(f"stet: lease must be a positive number of seconds, got {lease!r}")
+        self.claim = claim
+        self.lease = float(lease)
         self.func = func
         self.store = os.fspath(store)
         self.key_spec: tuple[str, ...] | None = (
@@ -137,7 +148,14 @@ class _Runner:
         self._backend: BaseBackend | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"func": self.func, "store": self.store, "key": self.key_spec, "quiet": self.quiet}
+        return {
+            "func": self.func,
+            "store": self.store,
+            "key": self.key_spec,
+            "quiet": self.quiet,
+            "claim": self.claim,
+            "lease": self.lease,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -162,7 +180,7 @@ class _Runner:
             values = {k: arguments[k] for k in self.key}
         return identity_of(values, f"{self.name}()")
 
-    def skipped(self, ident: Identity) -> None:
+    def skipped(self, ident: Identity, busy: Claim | None = None) -> None:
         quiet = self.quiet if self.quiet is not None else _quiet_from_env()
         if quiet:
             return
@@ -179,7 +197,63 @@ class _Runner:
             f"{n}={_clip(repr(t) if g == 'str' else t)}"
             for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
         )
+        if busy is not None:
+            owner = busy.owner
+            print(
+                f"[stet] Skipping {self.name}({shown}): another worker is running it "
+                f"({owner.host}, pid {owner.pid})",
+                file=sys.stdout,
+            )
+            return
         print(f"[stet] Skipping {self.name}({shown})", file=sys.stdout)
+
+    def start(self, ident: Identity) -> Owner | None:
+        """Decide whether to run: return the claim owner (or None without claims).
+
+        Raises:
+            _Skip: when the run completed, or another live worker holds its claim.
+        """
+        backend = self.backend
+        if backend.contains(ident):
+            self.skipped(ident)
+            raise _Skip
+        if not self.claim:
+            return None
+        owner = Owner.new()
+        outcome, current = backend.claim(ident, owner, self.lease)
+        if outcome is Outcome.DONE:
+            self.skipped(ident)
+            raise _Skip
+        if outcome is Outcome.BUSY:
+            self.skipped(ident, current)
+            raise _Skip
+        return owner
+
+    @staticmethod
+    def stop(beat: _Heartbeat | None) -> None:
+        if beat is not None:
+            beat.stop()
+
+    def abandon(self, ident: Identity, owner: Owner | None, beat: _Heartbeat | None) -> None:
+        """After an exception: stop the heartbeat and release the claim."""
+        self.stop(beat)
+        if owner is not None:
+            self.backend.release(ident, owner)
+
+    def finish(self, ident: Identity, owner: Owner | None) -> None:
+        """Record a run that returned normally (turning its claim into a record)."""
+        if owner is None:
+            self.backend.add(ident, utc_now())
+        else:
+            self.backend.complete(ident, owner, utc_now())
+
+    def heartbeat(self, ident: Identity, owner: Owner | None) -> _Heartbeat | None:
+        """Keep a claim alive while the function runs."""
+        if owner is None:
+            return None
+        beat = _Heartbeat(self.backend, ident, owner, self.lease)
+        beat.start()
+        return beat
 
     def pending(self, grid: Any) -> Iterator[Any]:
         backend = self.backend
@@ -192,6 +266,34 @@ class _Runner:
                 ident = self.identity((point,), {})
             if not backend.contains(ident):
                 yield point
+
+
+class _Skip(Exception):
+    """Internal: the call is skipped."""
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a claim's lease every third of the lease until stopped."""
+
+    def __init__(self, backend: BaseBackend, ident: Identity, owner: Owner, lease: float) -> None:
+        super().__init__(name="stet-heartbeat", daemon=True)
+        self.backend = backend
+        self.identity = ident
+        self.owner = owner
+        self.lease = lease
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.lease / 3):
+            try:
+                if not self.backend.renew(self.identity, self.owner, self.lease):
+                    return  # taken over after the lease ran out: nothing left to renew
+            except Exception:
+                continue
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
 
 
 def _points(grid: Any) -> Iterator[Any]:
@@ -212,12 +314,18 @@ def _build(runner: _Runner) -> Any:
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             ident = runner.identity(args, kwargs)
-            backend = runner.backend
-            if backend.contains(ident):
-                runner.skipped(ident)
+            try:
+                owner = runner.start(ident)
+            except _Skip:
                 return None
-            result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
-            backend.add(ident, utc_now())
+            beat = runner.heartbeat(ident, owner)
+            try:
+                result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+            except BaseException:
+                runner.abandon(ident, owner, beat)
+                raise
+            runner.stop(beat)
+            runner.finish(ident, owner)
             return result
 
         wrapper: Any = async_wrapper
@@ -226,12 +334,18 @@ def _build(runner: _Runner) -> Any:
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
             ident = runner.identity(args, kwargs)
-            backend = runner.backend
-            if backend.contains(ident):
-                runner.skipped(ident)
+            try:
+                owner = runner.start(ident)
+            except _Skip:
                 return None
-            result = func(*args, **kwargs)
-            backend.add(ident, utc_now())
+            beat = runner.heartbeat(ident, owner)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException:
+                runner.abandon(ident, owner, beat)
+                raise
+            runner.stop(beat)
+            runner.finish(ident, owner)
             return result
 
         wrapper = sync_wrapper
@@ -248,7 +362,7 @@ def _build(runner: _Runner) -> Any:
     def pending(grid: Any) -> Iterator[Any]:
         return runner.pending(grid)
 
-    wrapper.store = str(os.path.abspath(runner.store))
+    wrapper.store = runner.store
     wrapper.key = runner.key
     wrapper.has = has
     wrapper.is_done = has
@@ -286,6 +400,8 @@ def once(
     store: str | os.PathLike[str] = DEFAULT_STORE,
     key: Iterable[str] | str | None = None,
     quiet: bool | None = None,
+    claim: bool = False,
+    lease: float = DEFAULT_LEASE,
 ) -> _Decorator: ...
 
 
@@ -296,6 +412,8 @@ def once(
     store: str | os.PathLike[str] = DEFAULT_STORE,
     key: Iterable[str] | str | None = None,
     quiet: bool | None = None,
+    claim: bool = False,
+    lease: float = DEFAULT_LEASE,
 ) -> Any:
     """Run a function once per parameter combination, across restarts.
 
@@ -308,12 +426,21 @@ def once(
 
     Args:
         func: the function, when used bare.
-        store: the store file (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``);
-            relative paths are resolved against the current directory when decorating.
+        store: the store file (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``),
+            relative paths resolved against the current directory when decorating; or a
+            ``postgresql://user@host/db`` URL for workers on many machines.
         key: parameter names that identify a run (default: all but ``self``/``cls``).
         quiet: True hides skip lines, False prints every one; None (default) follows
             the ``STET_QUIET`` environment variable, else prints the first ten per
             function and then one line saying further skips are not shown.
+        claim: for several workers sharing one store (array jobs, many copies of a
+            script): claim each run before starting it, so that no run is started twice
+            while its first worker is alive. Others skip a claimed run; the claim turns
+            into a record on success and is released on an exception. A claim whose
+            worker died is taken over: at once if it was a process on this host, else
+            when its lease expires.
+        lease: seconds a claim stays valid without a heartbeat; a running call renews
+            it every ``lease / 3`` seconds.
 
     Raises:
         ValueError: at decoration time, for a key naming a parameter the function does
@@ -325,11 +452,11 @@ def once(
         ... def train(alpha, seed, verbose=False):
         ...     return alpha * seed
     """
-    store_path = os.path.abspath(os.fspath(store))
+    store_path = os.fspath(store) if is_url(store) else os.path.abspath(os.fspath(store))
     open_store(store_path)  # an unknown ending or missing pyarrow fails now, not mid-sweep
 
     def decorate(f: Callable[..., Any]) -> Any:
-        return _build(_Runner(f, store_path, key, quiet))
+        return _build(_Runner(f, store_path, key, quiet, claim, lease))
 
     if func is not None:
         return decorate(func)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from stet._decorator import DEFAULT_STORE
 from stet._identity import parse_types
-from stet.backends import BaseBackend, get_backend
+from stet.backends import BaseBackend, get_backend, is_url
 from stet.backends._base import Row
 
 if TYPE_CHECKING:
@@ -22,10 +22,14 @@ def _existing(store_path: str | os.PathLike[str]) -> BaseBackend:
     backend = get_backend(store_path)
     if not backend.exists():
         raise FileNotFoundError(
-            f"stet: no store at {os.fspath(store_path)}; it is created when the first "
+            f"stet: no store at {backend.location}; it is created when the first "
             "decorated call completes (check the path and the current directory)"
         )
     return backend
+
+
+def _where(store_path: str | os.PathLike[str], backend: BaseBackend) -> str:
+    return backend.location if is_url(store_path) else os.fspath(store_path)
 
 
 def status(store_path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
@@ -38,10 +42,13 @@ def status(store_path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
     rows = backend.rows()
     last = max((row.timestamp for row in rows), default="never")
     columns = backend.key_columns()
-    print(f"[stet] Store: {os.fspath(store_path)}")
+    print(f"[stet] Store: {_where(store_path, backend)}")
     print(f"[stet] {len(rows)} completed experiments recorded")
     print(f"[stet] Last run: {last}")
     print(f"[stet] Key columns: {', '.join(columns) if columns else '(none)'}")
+    running = backend.in_progress()
+    if running:
+        print(f"[stet] {len(running)} runs in progress (claimed by live workers)")
 
 
 def reset(
@@ -63,7 +70,7 @@ def reset(
         ValueError: when ``key_dict`` names a column the store does not have.
     """
     backend = _existing(store_path)
-    where = os.fspath(store_path)
+    where = _where(store_path, backend)
     if key_dict is None:
         count = len(backend.rows())
         if sys.stdin is not None and sys.stdin.isatty():

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from stet.backends._csv import CsvBackend
     from stet.backends._json import JsonBackend
     from stet.backends._parquet import ParquetBackend
+    from stet.backends._postgres import PostgresBackend
     from stet.backends._sqlite import SqliteBackend
 
 __all__ = [
@@ -25,10 +26,12 @@ __all__ = [
     "CsvBackend",
     "JsonBackend",
     "ParquetBackend",
+    "PostgresBackend",
     "Row",
     "SqliteBackend",
     "SUFFIXES",
     "get_backend",
+    "is_url",
     "open_store",
 ]
 
@@ -40,7 +43,18 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     ".db": ("stet.backends._sqlite", "SqliteBackend"),
     ".parquet": ("stet.backends._parquet", "ParquetBackend"),
 }
-_CLASSES = {cls: module for module, cls in _REGISTRY.values()}
+# URL scheme -> (module, class), for stores that are servers rather than files.
+_SCHEMES: dict[str, tuple[str, str]] = {
+    "postgresql": ("stet.backends._postgres", "PostgresBackend"),
+    "postgres": ("stet.backends._postgres", "PostgresBackend"),
+}
+_CLASSES = {cls: module for module, cls in (*_REGISTRY.values(), *_SCHEMES.values())}
+
+
+def is_url(store: str | os.PathLike[str]) -> bool:
+    """Whether ``store`` names a server (``scheme://...``) rather than a file."""
+    return "://" in os.fspath(store)
+
 
 #: The file name endings stet knows, in the order the docs list them.
 SUFFIXES = tuple(_REGISTRY)
@@ -54,13 +68,24 @@ def __getattr__(name: str) -> Any:
 
 
 def _backend_class(path: str) -> type[BaseBackend]:
-    suffix = os.path.splitext(path)[1].lower()
-    entry = _REGISTRY.get(suffix)
-    if entry is None:
-        raise ValueError(
-            f"stet: cannot tell the store format of {path!r} from its ending "
-            f"{suffix or '(none)'!r}; use one of {', '.join(SUFFIXES)}"
-        )
+    if is_url(path):
+        scheme = path.split("://", 1)[0].lower()
+        entry = _SCHEMES.get(scheme)
+        if entry is None:
+            raise ValueError(
+                f"stet: unknown store URL scheme {scheme!r}; use postgresql://..., or a "
+                f"file ending in one of {', '.join(SUFFIXES)}"
+            )
+    else:
+        suffix = os.path.splitext(path)[1].lower()
+        found = _REGISTRY.get(suffix)
+        if found is None:
+            raise ValueError(
+                f"stet: cannot tell the store format of {path!r} from its ending "
+                f"{suffix or '(none)'!r}; use one of {', '.join(SUFFIXES)} (or a "
+                "postgresql:// URL)"
+            )
+        entry = found
     module, cls = entry
     backend: type[BaseBackend] = getattr(importlib.import_module(module), cls)
     return backend
@@ -68,6 +93,8 @@ def _backend_class(path: str) -> type[BaseBackend]:
 
 def get_backend(path: str | os.PathLike[str]) -> BaseBackend:
     """Return a new backend for the store at ``path``, chosen by its file ending.
+
+    ``path`` may also be a ``postgresql://`` URL (needs ``pip install "stet[postgres]"``).
 
     Raises:
         ValueError: for an ending stet does not know; the message lists the known ones.
@@ -87,7 +114,7 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     index and never lock against each other. Relative paths are resolved against the
     current directory now.
     """
-    key = str(Path(os.fspath(store)).absolute())
+    key = os.fspath(store) if is_url(store) else str(Path(os.fspath(store)).absolute())
     backend = _open.get(key)
     if backend is None:
         backend = _open[key] = get_backend(key)

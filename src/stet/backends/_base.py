@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 from stet._identity import (
     Identity,
@@ -18,8 +20,9 @@ from stet._identity import (
     legacy_digest,
     parse_types,
 )
+from stet.backends._claims import Claim, Outcome, Owner
 
-__all__ = ["BaseBackend", "Row", "utc_now"]
+__all__ = ["BaseBackend", "ClaimBook", "Row", "utc_now"]
 
 TIMESTAMP = "_stet_timestamp"
 TYPES = "_stet_types"
@@ -63,6 +66,42 @@ class Row(NamedTuple):
             out[TYPES] = self.types
         out[TIMESTAMP] = self.timestamp
         return out
+
+
+def describe(ident: Identity) -> str:
+    """A readable one-line description of a run: ``alpha=0.1, seed=2``."""
+    return ", ".join(
+        f"{n}={t!r}" if g == "str" else f"{n}={t}"
+        for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
+    )
+
+
+class ClaimBook(Protocol):
+    """A store's claims during one atomic section (see ``BaseBackend._claims``)."""
+
+    def done(self, ident: Identity) -> bool:
+        """Whether the run completed."""
+        ...
+
+    def get(self, key: str) -> Claim | None:
+        """The claim on the run with this key digest, if any."""
+        ...
+
+    def put(self, claim: Claim) -> None:
+        """Create or replace a claim."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove a claim."""
+        ...
+
+    def all(self) -> list[Claim]:
+        """Every claim, live or stale."""
+        ...
+
+    def record(self, ident: Identity, timestamp: str) -> None:
+        """Record the run as completed (no-op if it is)."""
+        ...
 
 
 def row_matches(row: Row, key: Mapping[str, Any]) -> bool:
@@ -128,7 +167,12 @@ class BaseBackend(ABC):
         self.__init__(**state)  # type: ignore[misc]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r})"
+        return f"{type(self).__name__}({self.location!r})"
+
+    @property
+    def location(self) -> str:
+        """Where the store is, safe to print (a URL without its password)."""
+        return self.path
 
     # -- the interface each store implements -------------------------------------
 
@@ -190,6 +234,69 @@ class BaseBackend(ABC):
     def clear(self) -> None:
         """Remove every record, keeping an empty store."""
         self.discard(lambda row: True)
+
+    # -- claims, for cooperating workers (``once(claim=True)``) ----------------------
+
+    def _claims(self) -> AbstractContextManager[ClaimBook]:
+        """Open this store's claims for one atomic read-modify-write.
+
+        Everything done through the returned book, including recording a completed run,
+        happens as one step no other worker can interleave with.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support claims")
+
+    def claim(self, ident: Identity, owner: Owner, lease: float) -> tuple[Outcome, Claim | None]:
+        """Try to claim the run ``ident`` for ``owner`` for ``lease`` seconds.
+
+        Returns:
+            ``(DONE, None)`` if it completed already, ``(BUSY, claim)`` with the live
+            claim of another worker, or ``(CLAIMED, claim)`` when the caller now holds
+            it (a stale claim of a dead worker is taken over).
+        """
+        key = ident.digest.hex()
+        with self._claims() as book:
+            if book.done(ident):
+                return Outcome.DONE, None
+            current = book.get(key)
+            if current is not None and not current.held_by(owner) and not current.stale():
+                return Outcome.BUSY, current
+            mine = Claim(key, describe(ident), owner, time.time() + lease)
+            book.put(mine)
+            return Outcome.CLAIMED, mine
+
+    def renew(self, ident: Identity, owner: Owner, lease: float) -> bool:
+        """Extend ``owner``'s claim on ``ident``; False if it no longer holds it."""
+        key = ident.digest.hex()
+        with self._claims() as book:
+            current = book.get(key)
+            if current is None or not current.held_by(owner):
+                return False
+            book.put(Claim(key, current.run, owner, time.time() + lease))
+            return True
+
+    def release(self, ident: Identity, owner: Owner) -> None:
+        """Give up ``owner``'s claim on ``ident`` (the run failed): others may run it."""
+        key = ident.digest.hex()
+        with self._claims() as book:
+            current = book.get(key)
+            if current is not None and current.held_by(owner):
+                book.delete(key)
+
+    def complete(self, ident: Identity, owner: Owner, timestamp: str) -> None:
+        """Record the run ``ident`` as completed and drop the claim, in one step."""
+        key = ident.digest.hex()
+        with self._claims() as book:
+            book.record(ident, timestamp)
+            current = book.get(key)
+            if current is not None and current.held_by(owner):
+                book.delete(key)
+
+    def in_progress(self) -> list[Claim]:
+        """The live claims: runs some worker is running now."""
+        if not self.exists():
+            return []
+        with self._claims() as book:
+            return [c for c in book.all() if not c.stale()]
 
     def _identity(self, key_dict: Mapping[str, Any]) -> Identity:
         if not isinstance(key_dict, Mapping):

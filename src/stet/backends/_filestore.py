@@ -11,6 +11,7 @@ over the store, so a crash at any instant leaves either the old or the new file.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,7 +22,8 @@ from filelock import FileLock, Timeout
 
 from stet._errors import StoreError, StoreLockTimeout
 from stet._identity import Identity
-from stet.backends._base import RESERVED, BaseBackend, Row, index_digests, index_rows
+from stet.backends._base import RESERVED, BaseBackend, ClaimBook, Row, index_digests, index_rows
+from stet.backends._claims import Claim
 
 __all__ = ["FileBackend", "Parsed", "atomic_write"]
 
@@ -65,10 +67,11 @@ class Parsed:
         return index_rows(self.rows, typed, legacy)
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
     """Replace ``path`` with ``data``: write a temporary file, fsync, rename.
 
     A crash at any point leaves either the old file or the new one, never a mix.
+    ``durable=False`` skips the fsyncs, for files that may be lost on power failure.
     """
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.stet-tmp")
@@ -81,14 +84,16 @@ def atomic_write(path: str, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(tmp)
         raise
     os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(directory)
+    if durable:
+        _fsync_dir(directory)
 
 
 def _umask() -> int:
@@ -111,6 +116,38 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+class _FileClaims:
+    """The claims of a file store during one locked section."""
+
+    def __init__(self, backend: FileBackend, claims: dict[str, Claim]) -> None:
+        self.backend = backend
+        self.claims = claims
+        self.dirty = False
+
+    def done(self, ident: Identity) -> bool:
+        backend = self.backend
+        return ident.digest in backend._index or bool(
+            backend._legacy and ident.legacy in backend._legacy
+        )
+
+    def get(self, key: str) -> Claim | None:
+        return self.claims.get(key)
+
+    def put(self, claim: Claim) -> None:
+        self.claims[claim.key] = claim
+        self.dirty = True
+
+    def delete(self, key: str) -> None:
+        if self.claims.pop(key, None) is not None:
+            self.dirty = True
+
+    def all(self) -> list[Claim]:
+        return list(self.claims.values())
+
+    def record(self, ident: Identity, timestamp: str) -> None:
+        self.backend.add(ident, timestamp)
+
+
 class FileBackend(BaseBackend):
     """Base class of the file stores; a format implements the byte-level methods.
 
@@ -130,6 +167,7 @@ class FileBackend(BaseBackend):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
         self.lock_path = self.path + ".lock"
+        self.claims_path = self.path + ".claims"
 
     # -- process-local state -----------------------------------------------------
 
@@ -359,6 +397,41 @@ class FileBackend(BaseBackend):
             if self._columns:
                 return [c for c in self._columns if not c.startswith("_stet_")]
         return super().key_columns()
+
+    # -- claims --------------------------------------------------------------------
+
+    @contextmanager
+    def _claims(self) -> Iterator[ClaimBook]:
+        """Claims live in ``<store>.claims`` (JSON), read and written under the lock."""
+        self._ensure_process()
+        directory = os.path.dirname(self.path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with self._locked():
+            self._refresh()
+            book = _FileClaims(self, self._load_claims())
+            yield book
+            if book.dirty:
+                data = {key: claim.to_json() for key, claim in book.claims.items()}
+                text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
+                # Claims are short-lived and rebuilt by live workers, so no fsync.
+                atomic_write(self.claims_path, text, durable=False)
+
+    def _load_claims(self) -> dict[str, Claim]:
+        try:
+            with open(self.claims_path, "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(raw)
+            return {key: Claim.from_json(key, value) for key, value in data.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise StoreError(
+                f"stet: cannot read the claims file {self.claims_path}: it is not a JSON "
+                "object of claims. stet has not modified it; delete it if no worker is "
+                "running (it only lists runs in progress)."
+            ) from None
 
     # -- helpers for formats -----------------------------------------------------
 

@@ -7,15 +7,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from stet._errors import StoreError, StoreLockTimeout
 from stet._identity import Identity
-from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, Row, read_records
+from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, ClaimBook, Row, read_records
+from stet.backends._claims import Claim, Owner
 from stet.backends._filestore import _lock_timeout
 
 __all__ = ["SqliteBackend"]
 
 TABLE = "stet_records"
+CLAIMS = "stet_claims"  # runs in progress, kept apart from completed records
 KEY = "_stet_key"  # hex digest of the run identity, indexed; computed by stet
 _OWN = (TYPES, TIMESTAMP, KEY)
 
@@ -26,6 +29,46 @@ _abandoned: list[sqlite3.Connection] = []
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+class _SqliteClaims:
+    """The claims of a SQLite store during one write transaction."""
+
+    def __init__(self, backend: SqliteBackend, conn: sqlite3.Connection) -> None:
+        self.backend = backend
+        self.conn = conn
+
+    def done(self, ident: Identity) -> bool:
+        return self.backend._lookup(self.conn, ident)
+
+    def get(self, key: str) -> Claim | None:
+        row = self.conn.execute(
+            f"SELECT key, run, host, pid, token, expires FROM {CLAIMS} WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else _claim(row)
+
+    def put(self, claim: Claim) -> None:
+        owner = claim.owner
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO {CLAIMS} (key, run, host, pid, token, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (claim.key, claim.run, owner.host, owner.pid, owner.token, claim.expires),
+        )
+
+    def delete(self, key: str) -> None:
+        self.conn.execute(f"DELETE FROM {CLAIMS} WHERE key = ?", (key,))
+
+    def all(self) -> list[Claim]:
+        rows = self.conn.execute(f"SELECT key, run, host, pid, token, expires FROM {CLAIMS}")
+        return [_claim(row) for row in rows]
+
+    def record(self, ident: Identity, timestamp: str) -> None:
+        self.backend._insert(self.conn, ident, timestamp)
+
+
+def _claim(row: tuple[Any, ...]) -> Claim:
+    key, run, host, pid, token, expires = row
+    return Claim(str(key), str(run), Owner(str(host), int(pid), str(token)), float(expires))
 
 
 class SqliteBackend(BaseBackend):
@@ -104,7 +147,7 @@ class SqliteBackend(BaseBackend):
     def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         if TABLE not in tables:
-            others = [t for t in tables if not t.startswith("sqlite_")]
+            others = [t for t in tables if not t.startswith("sqlite_") and t != CLAIMS]
             if others:
                 raise self.bad(f"it has no {TABLE} table (its tables: {', '.join(others)})")
             return []
@@ -175,37 +218,61 @@ class SqliteBackend(BaseBackend):
         if self._conn is None and not os.path.exists(self.path):
             return False
         with self._db() as conn:
-            if not self._columns:
-                self._columns = self._read_columns(conn)
-                if not self._columns:
-                    return False
-            found = conn.execute(
-                f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
-                (ident.digest.hex(), ident.legacy.hex()),
-            ).fetchone()
-            return found is not None
+            return self._lookup(conn, ident)
 
-    def add(self, ident: Identity, timestamp: str) -> bool:
+    def _lookup(self, conn: sqlite3.Connection, ident: Identity) -> bool:
+        if not self._columns:
+            self._columns = self._read_columns(conn)
+            if not self._columns:
+                return False
+        found = conn.execute(
+            f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
+            (ident.digest.hex(), ident.legacy.hex()),
+        ).fetchone()
+        return found is not None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: BEGIN IMMEDIATE takes the write lock at once."""
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                self._ensure_table(conn, ident.names)
-                exists = conn.execute(
-                    f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
-                    (ident.digest.hex(), ident.legacy.hex()),
-                ).fetchone()
-                if exists is None:
-                    names = (*ident.names, TYPES, TIMESTAMP, KEY)
-                    conn.execute(
-                        f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) "
-                        f"VALUES ({', '.join('?' * len(names))})",
-                        (*ident.texts, ident.types, timestamp, ident.digest.hex()),
-                    )
-                conn.execute("COMMIT")
+                yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return exists is None
+            conn.execute("COMMIT")
+
+    def _insert(self, conn: sqlite3.Connection, ident: Identity, timestamp: str) -> bool:
+        """Insert the record unless present; caller holds a write transaction."""
+        self._ensure_table(conn, ident.names)
+        exists = conn.execute(
+            f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
+            (ident.digest.hex(), ident.legacy.hex()),
+        ).fetchone()
+        if exists is not None:
+            return False
+        names = (*ident.names, TYPES, TIMESTAMP, KEY)
+        conn.execute(
+            f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            (*ident.texts, ident.types, timestamp, ident.digest.hex()),
+        )
+        return True
+
+    def add(self, ident: Identity, timestamp: str) -> bool:
+        with self._write() as conn:
+            return self._insert(conn, ident, timestamp)
+
+    @contextmanager
+    def _claims(self) -> Iterator[ClaimBook]:
+        """Claims live in table ``stet_claims`` of the same database."""
+        with self._write() as conn:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {CLAIMS} (key TEXT PRIMARY KEY, run TEXT, "
+                "host TEXT, pid INTEGER, token TEXT, expires REAL)"
+            )
+            yield _SqliteClaims(self, conn)
 
     def _select(self, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
         self._columns = self._read_columns(conn)
@@ -230,16 +297,10 @@ class SqliteBackend(BaseBackend):
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
         if not self.exists():
             return []
-        with self._db() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                removed = [(rowid, row) for rowid, row in self._select(conn) if predicate(row)]
-                conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(r,) for r, _ in removed])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return [row for _, row in removed]
+        with self._write() as conn:
+            removed = [(rowid, row) for rowid, row in self._select(conn) if predicate(row)]
+            conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(r,) for r, _ in removed])
+        return [row for _, row in removed]
 
     def key_columns(self) -> list[str]:
         if not self.exists():

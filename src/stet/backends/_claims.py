@@ -1,0 +1,115 @@
+"""Claims: how cooperating workers agree who runs which parameter combination.
+
+A claim says "this run is being run by host H, process P, call T, until time E unless
+renewed". Every store keeps its claims apart from its completed records, so a claim
+never reads as a completed run. The rules for when a claim can be taken over live
+here, once, for all stores.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = ["Claim", "Outcome", "Owner", "pid_alive", "this_host"]
+
+_HOST = socket.gethostname()
+
+
+def this_host() -> str:
+    """The host name claims record for this machine."""
+    return _HOST
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return True  # cannot tell (e.g. Windows quirks): assume alive, the lease decides
+    return True
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a claim: host, pid and a token unique to one call."""
+
+    host: str
+    pid: int
+    token: str
+
+    @classmethod
+    def new(cls) -> Owner:
+        """An owner for a call about to run in this process."""
+        return cls(_HOST, os.getpid(), uuid.uuid4().hex)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run being run: its key digest (hex), a readable label, owner and lease end.
+
+    Attributes:
+        key: hex digest of the run identity.
+        run: readable description, e.g. ``alpha=0.1, seed=2``.
+        owner: who runs it.
+        expires: Unix time after which the claim is void unless renewed.
+    """
+
+    key: str
+    run: str
+    owner: Owner
+    expires: float
+
+    def stale(self, now: float | None = None) -> bool:
+        """Whether another worker may take this run over.
+
+        True when the lease ran out without a heartbeat, or at once when the owner is a
+        process on this host that no longer exists.
+        """
+        if (now if now is not None else time.time()) > self.expires:
+            return True
+        return self.owner.host == _HOST and not pid_alive(self.owner.pid)
+
+    def held_by(self, owner: Owner) -> bool:
+        """Whether ``owner`` (the same call) holds this claim."""
+        return self.owner.token == owner.token
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of this claim."""
+        data = asdict(self)
+        data.pop("key")
+        return data
+
+    @classmethod
+    def from_json(cls, key: str, data: dict[str, Any]) -> Claim:
+        """The claim of ``key`` stored as ``data`` by :meth:`to_json`.
+
+        Raises:
+            KeyError, TypeError, ValueError: when ``data`` is not a claim.
+        """
+        owner = data["owner"]
+        return cls(
+            key=key,
+            run=str(data["run"]),
+            owner=Owner(str(owner["host"]), int(owner["pid"]), str(owner["token"])),
+            expires=float(data["expires"]),
+        )
+
+
+class Outcome(Enum):
+    """The result of trying to claim a run."""
+
+    CLAIMED = "claimed"  # the caller holds the claim now and should run it
+    BUSY = "busy"  # another live worker is running it
+    DONE = "done"  # it already completed
