@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 EXTENSIONS = [".csv", ".json", ".sqlite", ".parquet"]
+
+POSTGRES_ENV = "STET_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(params=EXTENSIONS)
@@ -32,3 +35,36 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
         monkeypatch.delenv(name, raising=False)
     yield
     os.environ.pop("STET_QUIET", None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """URL of the PostgreSQL server the tests use (started by .ci/postgres.sh).
+
+    Under CI (CI=true) a missing server is a failure, never a skip.
+    """
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        message = (
+            f"{POSTGRES_ENV} is not set; start a server with: "
+            f"export {POSTGRES_ENV}=$(.ci/postgres.sh start)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A store URL with a table of its own, so tests never see each other's records."""
+    return f"{postgres_server}?table=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=[*EXTENSIONS, "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store: the four file formats and a PostgreSQL table."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return str(tmp_path / f"runs{request.param}")

@@ -293,8 +293,6 @@ class BaseBackend(ABC):
 
     def in_progress(self) -> list[Claim]:
         """The live claims: runs some worker is running now."""
-        if not self.exists():
-            return []
         with self._claims() as book:
             return [c for c in book.all() if not c.stale()]
 

@@ -417,6 +417,11 @@ class FileBackend(BaseBackend):
                 # Claims are short-lived and rebuilt by live workers, so no fsync.
                 atomic_write(self.claims_path, text, durable=False)
 
+    def in_progress(self) -> list[Claim]:
+        if not os.path.exists(self.claims_path):
+            return []  # no worker ever claimed a run here: no need to lock
+        return super().in_progress()
+
     def _load_claims(self) -> dict[str, Claim]:
         try:
             with open(self.claims_path, "rb") as fh:

@@ -1,0 +1,117 @@
+"""Many copies of one script on one store (SPEC S6): every run exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stet.backends import get_backend
+
+SCRIPT = Path(__file__).parent.parent / "examples" / "workers_sweep.py"
+
+
+def _start(store: str, log: Path, seconds: float, count: int = 4) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), store, str(log), str(seconds), "40"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def _events(log: Path) -> list[tuple[str, int, int]]:
+    if not log.exists():
+        return []
+    out = []
+    for line in log.read_text().splitlines():
+        kind, key, pid = line.split()
+        out.append((kind, int(key), int(pid)))
+    return out
+
+
+def _finish(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode in (0, -signal.SIGKILL), err
+
+
+def test_four_workers_run_every_key_exactly_once(any_store: str, tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    _finish(_start(any_store, log, 0.05))
+    events = _events(log)
+    ends = Counter(k for kind, k, _ in events if kind == "end")
+    starts = Counter(k for kind, k, _ in events if kind == "start")
+    assert ends == Counter(range(40))
+    assert starts == Counter(range(40))  # nothing was even started twice
+    assert len({pid for _, _, pid in events}) >= 2  # the grid really was shared
+    assert len(get_backend(any_store).load()) == 40
+    assert get_backend(any_store).in_progress() == []
+
+
+def test_killed_worker_key_is_run_by_a_survivor(any_store: str, tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    procs = _start(any_store, log, 0.3)
+    victim = procs[0]
+    deadline = time.time() + 60
+    killed_key = None
+    while killed_key is None and time.time() < deadline:
+        running = {}
+        for kind, key, pid in _events(log):
+            if pid == victim.pid:
+                if kind == "start":
+                    running[key] = True
+                else:
+                    running.pop(key, None)
+        if running:
+            os.kill(victim.pid, signal.SIGKILL)
+            killed_key = next(iter(running))
+        time.sleep(0.01)
+    assert killed_key is not None, "the victim never started a run"
+    _finish(procs)
+    events = _events(log)
+    survivors_ends = Counter(k for kind, k, pid in events if kind == "end" and pid != victim.pid)
+    victim_ends = Counter(k for kind, k, pid in events if kind == "end" and pid == victim.pid)
+    assert killed_key not in victim_ends
+    assert survivors_ends[killed_key] == 1  # taken over from the dead worker
+    assert survivors_ends + victim_ends == Counter(range(40))  # each key once in all
+    rows = get_backend(any_store).load()
+    assert len(rows) == 40
+
+
+def test_claims_are_released_when_the_function_raises(any_store: str) -> None:
+    script = (
+        "import stet, sys\n"
+        f"@stet.once(store={any_store!r}, claim=True)\n"
+        "def f(x):\n"
+        "    raise ValueError('no')\n"
+        "try:\n"
+        "    f(1)\n"
+        "except ValueError:\n"
+        "    pass\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    backend = get_backend(any_store)
+    assert backend.in_progress() == []
+    assert not backend.has({"x": 1})
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_pool_workers_with_claims(tmp_path: Path, context: str) -> None:
+    import multiprocessing
+
+    from tests_support_claims import run_pool
+
+    store = str(tmp_path / "runs.sqlite")
+    counts = run_pool(store, multiprocessing.get_context(context))
+    assert sorted(counts) == list(range(20))
+    assert len(get_backend(store).load()) == 20
