@@ -11,7 +11,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from stet._identity import Identity, check_name, identity_of
+from stet._identity import DigestPlan, Identity, check_name, identity_of, identity_pair
 from stet.backends import BaseBackend, is_url, open_store
 from stet.backends._base import utc_now
 from stet.backends._claims import Claim, Outcome, Owner
@@ -256,16 +256,77 @@ class _Runner:
         return beat
 
     def pending(self, grid: Any) -> Iterator[Any]:
+        """The points of ``grid`` whose run has not completed, checked in batches."""
+        materialize: Callable[[Any], Any]
+        if isinstance(grid, Mapping):
+            names = list(grid)
+            axes = [list(grid[name]) for name in names]
+            pairs: Iterable[tuple[Any, Identity]] = self._product(names, axes)
+
+            def materialize(index: Any) -> Any:
+                return {name: axes[i][index[i]] for i, name in enumerate(names)}
+        else:
+            pairs = ((point, self._point_identity(point)) for point in grid)
+
+            def materialize(point: Any) -> Any:
+                return point
+
         backend = self.backend
-        for point in _points(grid):
-            if isinstance(point, Mapping):
-                ident = self.identity((), point)
-            elif isinstance(point, tuple):
-                ident = self.identity(point, {})
-            else:
-                ident = self.identity((point,), {})
-            if not backend.contains(ident):
-                yield point
+        while batch := list(itertools.islice(pairs, 4096)):
+            done = backend.completed([ident for _, ident in batch])
+            for (point, _), finished in zip(batch, done, strict=True):
+                if not finished:
+                    yield materialize(point)
+
+    def _point_identity(self, point: Any) -> Identity:
+        if isinstance(point, Mapping):
+            return self.identity((), point)
+        if isinstance(point, tuple):
+            return self.identity(point, {})
+        return self.identity((point,), {})
+
+    def _product(self, names: list[str], axes: list[list[Any]]) -> Iterator[tuple[Any, Identity]]:
+        """Index tuples of a dict-of-lists grid, with each point's identity.
+
+        Each value is canonicalised once per axis, not once per point, so a grid of a
+        million points costs about a microsecond a point.
+        """
+        params = self.signature.parameters
+        unknown = [n for n in names if n not in params]
+        if unknown or any(
+            p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in params.values()
+        ):
+            for index in itertools.product(*(range(len(axis)) for axis in axes)):
+                point = {name: axes[i][index[i]] for i, name in enumerate(names)}
+                yield index, self.identity((), point)
+            return
+        fixed: dict[str, tuple[str, str]] = {}
+        for key in self.key:
+            if key not in names:
+                default = params[key].default
+                if default is inspect.Parameter.empty:
+                    raise TypeError(
+                        f"{self.name}(): the grid has no values for parameter {key!r}, "
+                        "which has no default"
+                    )
+                fixed[key] = identity_pair(key, default, self.name)
+        key_axes = [i for i, name in enumerate(names) if name in self.key]
+        canon = {i: [identity_pair(names[i], v, self.name) for v in axes[i]] for i in key_axes}
+        key_names = tuple(self.key)
+        plan = DigestPlan(key_names)
+        slot_of = {name: k for k, name in enumerate(key_names)}
+        slots = [(slot_of[names[i]], i) for i in key_axes]
+        base_tags = [""] * len(key_names)
+        base_texts = [""] * len(key_names)
+        for name, (tag, text) in fixed.items():
+            base_tags[slot_of[name]] = tag
+            base_texts[slot_of[name]] = text
+        for index in itertools.product(*(range(len(axis)) for axis in axes)):
+            tags = base_tags[:]
+            texts = base_texts[:]
+            for slot, i in slots:
+                tags[slot], texts[slot] = canon[i][index[i]]
+            yield index, plan.identity(tuple(tags), tuple(texts))
 
 
 class _Skip(Exception):

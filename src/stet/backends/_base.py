@@ -184,6 +184,10 @@ class BaseBackend(ABC):
     def contains(self, ident: Identity) -> bool:
         """Whether a completed run with exactly this identity is recorded."""
 
+    def completed(self, idents: list[Identity]) -> list[bool]:
+        """For each identity, whether its run completed (stores may batch the lookups)."""
+        return [self.contains(ident) for ident in idents]
+
     @abstractmethod
     def add(self, ident: Identity, timestamp: str) -> bool:
         """Record a completed run; return False if it was already recorded."""
@@ -306,6 +310,12 @@ class BaseBackend(ABC):
         return identity_of(key_dict)
 
 
+#: The in-memory index of a file store: digests of completed runs. A dict, not a set:
+#: CPython's garbage collector skips a dict holding only bytes and None, but would walk
+#: a million-entry set on every full collection.
+Index = dict[bytes, None]
+
+
 class CellPlan:
     """How to read one kind of stored record out of its cells.
 
@@ -415,26 +425,23 @@ def read_records(
         yield fields, plan, stamp
 
 
-def index_rows(rows: Iterable[Row], typed: set[bytes], legacy: set[bytes]) -> int:
+def index_rows(rows: Iterable[Row], typed: Index, legacy: Index) -> int:
     """Add the digests of ``rows`` to the typed and legacy index sets; return the count."""
     count = 0
     for row in rows:
         count += 1
         digest, is_legacy = row.digest()
-        (legacy if is_legacy else typed).add(digest)
+        (legacy if is_legacy else typed)[digest] = None
     return count
 
 
-def index_digests(
-    digests: Iterable[tuple[bytes, bool]], typed: set[bytes], legacy: set[bytes]
-) -> int:
+def index_digests(digests: Iterable[tuple[bytes, bool]], typed: Index, legacy: Index) -> int:
     """Add precomputed ``(digest, is_legacy)`` pairs to the index sets; return the count."""
     count = 0
-    add = typed.add
     for digest, is_legacy in digests:
         count += 1
         if is_legacy:
-            legacy.add(digest)
+            legacy[digest] = None
         else:
-            add(digest)
+            typed[digest] = None
     return count

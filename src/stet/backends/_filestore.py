@@ -22,7 +22,15 @@ from filelock import FileLock, Timeout
 
 from stet._errors import StoreError, StoreLockTimeout
 from stet._identity import Identity
-from stet.backends._base import RESERVED, BaseBackend, ClaimBook, Row, index_digests, index_rows
+from stet.backends._base import (
+    RESERVED,
+    BaseBackend,
+    ClaimBook,
+    Index,
+    Row,
+    index_digests,
+    index_rows,
+)
 from stet.backends._claims import Claim
 
 __all__ = ["FileBackend", "Parsed", "atomic_write"]
@@ -60,7 +68,7 @@ class Parsed:
     digests: Iterable[tuple[bytes, bool]] | None = None
     empty: bool = False
 
-    def index_into(self, typed: set[bytes], legacy: set[bytes]) -> int:
+    def index_into(self, typed: Index, legacy: Index) -> int:
         """Add this parse's records to the index sets (consumes it); return the count."""
         if self.digests is not None:
             return index_digests(self.digests, typed, legacy)
@@ -174,8 +182,8 @@ class FileBackend(BaseBackend):
     def _start_process(self) -> None:
         self._mutex = threading.RLock()
         self._flock: FileLock | None = None
-        self._index: set[bytes] = set()
-        self._legacy: set[bytes] = set()
+        self._index: Index = {}
+        self._legacy: Index = {}
         self._sig: tuple[int, int, int] | None = None
         self._resume: int | None = None
         self._guard = b""
@@ -266,14 +274,14 @@ class FileBackend(BaseBackend):
                     self._remember(parsed, sig)
                     return
         parsed = self._parse_file(self._read(0))
-        self._index = set()
-        self._legacy = set()
+        self._index = {}
+        self._legacy = {}
         self._count = parsed.index_into(self._index, self._legacy)
         self._remember(parsed, sig)
 
     def _start_fresh(self) -> None:
-        self._index = set()
-        self._legacy = set()
+        self._index = {}
+        self._legacy = {}
         self._sig = None
         self._resume = None
         self._guard = b""
@@ -338,6 +346,13 @@ class FileBackend(BaseBackend):
             return True
         return bool(self._legacy) and ident.legacy in self._legacy
 
+    def completed(self, idents: list[Identity]) -> list[bool]:
+        self._sync()  # once per batch, not once per identity
+        index, legacy = self._index, self._legacy
+        if legacy:
+            return [i.digest in index or i.legacy in legacy for i in idents]
+        return [i.digest in index for i in idents]
+
     def add(self, ident: Identity, timestamp: str) -> bool:
         self._ensure_process()
         directory = os.path.dirname(self.path)
@@ -361,7 +376,7 @@ class FileBackend(BaseBackend):
                     self._torn = None
                 resume = self._append(row, self._columns, self._resume)
                 self._after_write(resume)
-            (self._legacy if ident.is_text else self._index).add(ident.digest)
+            (self._legacy if ident.is_text else self._index)[ident.digest] = None
             self._count += 1
             return True
 
@@ -385,8 +400,8 @@ class FileBackend(BaseBackend):
             if removed or parsed.torn is not None:
                 columns = parsed.columns or self._merge_columns([], ())
                 self._rewrite(keep, columns)
-                self._index = set()
-                self._legacy = set()
+                self._index = {}
+                self._legacy = {}
                 index_rows(keep, self._index, self._legacy)
                 self._count = len(keep)
             return removed

@@ -199,6 +199,17 @@ class PostgresBackend(BaseBackend):
         ).fetchone()
         return found is not None
 
+    def completed(self, idents: list[Identity]) -> list[bool]:
+        with self._db() as conn:
+            if not self._table_ready(conn):
+                return [False] * len(idents)
+            keys = [k for i in idents for k in (i.digest.hex(), i.legacy.hex())]
+            rows = conn.execute(
+                self._sql("SELECT _stet_key FROM {table} WHERE _stet_key = ANY(%s)"), (keys,)
+            ).fetchall()
+        found = {row[0] for row in rows}
+        return [i.digest.hex() in found or i.legacy.hex() in found for i in idents]
+
     def contains(self, ident: Identity) -> bool:
         with self._db() as conn:
             return self._lookup(conn, ident)

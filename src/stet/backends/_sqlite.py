@@ -220,6 +220,26 @@ class SqliteBackend(BaseBackend):
         with self._db() as conn:
             return self._lookup(conn, ident)
 
+    def completed(self, idents: list[Identity]) -> list[bool]:
+        self._ensure_process()
+        if self._conn is None and not os.path.exists(self.path):
+            return [False] * len(idents)
+        found: set[str] = set()
+        with self._db() as conn:
+            if not self._lookup_ready(conn):
+                return [False] * len(idents)
+            keys = [k for i in idents for k in (i.digest.hex(), i.legacy.hex())]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                query = f"SELECT {KEY} FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * len(chunk))})"
+                found.update(row[0] for row in conn.execute(query, chunk))
+        return [i.digest.hex() in found or i.legacy.hex() in found for i in idents]
+
+    def _lookup_ready(self, conn: sqlite3.Connection) -> bool:
+        if not self._columns:
+            self._columns = self._read_columns(conn)
+        return bool(self._columns)
+
     def _lookup(self, conn: sqlite3.Connection, ident: Identity) -> bool:
         if not self._columns:
             self._columns = self._read_columns(conn)
