@@ -128,3 +128,19 @@ def test_load_returns_typed_dataframe(store: Path) -> None:
     assert list(frame["tag"]) == ["NA", ""]
     assert list(frame["flag"]) == [True, False]
     assert isinstance(frame["_stet_timestamp"].dtype, pd.DatetimeTZDtype)
+
+
+def test_status_with_grid_shows_progress_and_eta(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(store)  # (0.1, 1), (0.2, 1), (0.1, 2)
+    capsys.readouterr()
+    stet.status(store, grid={"alpha": [0.1, 0.2], "seed": [1, 2, 3]})
+    lines = capsys.readouterr().out.splitlines()
+    assert "[stet] Progress: 3 / 6 done (50.0%)" in lines
+    eta = [line for line in lines if line.startswith("[stet] ETA: ")]
+    assert len(eta) == 1 and ("recent pace" in eta[0] or "unknown" in eta[0])
+    stet.status(store, grid=[{"alpha": 0.1, "seed": 1}, {"alpha": 0.2, "seed": 1}])
+    lines = capsys.readouterr().out.splitlines()
+    assert "[stet] Progress: 2 / 2 done (100.0%)" in lines
+    assert not any(line.startswith("[stet] ETA") for line in lines)

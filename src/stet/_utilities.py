@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stet._decorator import DEFAULT_STORE
-from stet._identity import parse_types
+from stet._identity import identity_of, parse_types
 from stet.backends import BaseBackend, get_backend, is_url
 from stet.backends._base import Row
 
@@ -32,8 +34,14 @@ def _where(store_path: str | os.PathLike[str], backend: BaseBackend) -> str:
     return backend.location if is_url(store_path) else os.fspath(store_path)
 
 
-def status(store_path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
+def status(store_path: str | os.PathLike[str] = DEFAULT_STORE, grid: Any = None) -> None:
     """Print a summary of a store: its path, record count, last run and key columns.
+
+    Args:
+        store_path: the store file or URL.
+        grid: optionally, the sweep's grid (a dict of lists meaning their product, or
+            an iterable of dicts of key values) to print ``k / N done`` and an ETA
+            from the pace of the most recent runs.
 
     Raises:
         FileNotFoundError: when there is no store at ``store_path``.
@@ -49,6 +57,55 @@ def status(store_path: str | os.PathLike[str] = DEFAULT_STORE) -> None:
     running = backend.in_progress()
     if running:
         print(f"[stet] {len(running)} runs in progress (claimed by live workers)")
+    if grid is not None:
+        total, done = _progress(backend, grid)
+        share = 100.0 * done / total if total else 100.0
+        print(f"[stet] Progress: {done} / {total} done ({share:.1f}%)")
+        if done < total:
+            print(f"[stet] ETA: {_eta(rows, total - done)}")
+
+
+def _progress(backend: BaseBackend, grid: Any) -> tuple[int, int]:
+    """How many points the grid has, and how many of them completed."""
+    points: Iterable[Mapping[str, Any]]
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        points = (
+            dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(grid[n] for n in names))
+        )
+    else:
+        points = grid
+    total = done = 0
+    iterator = iter(points)
+    while batch := list(itertools.islice(iterator, 4096)):
+        for point in batch:
+            if not isinstance(point, Mapping):
+                raise TypeError(
+                    "stet: status(grid=...) takes a dict of lists or an iterable of dicts of "
+                    f"key values, got a {type(point).__name__} point"
+                )
+        total += len(batch)
+        done += sum(backend.completed([identity_of(point) for point in batch]))
+    return total, done
+
+
+def _eta(rows: list[Row], remaining: int) -> str:
+    """Time left for ``remaining`` runs at the pace of the last 50 completions."""
+    stamps = sorted(row.timestamp for row in rows)[-50:]
+    if len(stamps) < 2:
+        return "unknown until two runs have completed"
+    first = datetime.fromisoformat(stamps[0])
+    last = datetime.fromisoformat(stamps[-1])
+    seconds = (last - first).total_seconds()
+    if seconds <= 0:
+        return "unknown (the recent runs share one timestamp)"
+    per_run = seconds / (len(stamps) - 1)
+    left = int(per_run * remaining)
+    hours, rest = divmod(left, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+    return f"{text} at the recent pace ({per_run:.3g} s per run)"
 
 
 def reset(
