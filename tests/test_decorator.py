@@ -365,3 +365,38 @@ def test_records_of_another_process_are_seen(store: Path) -> None:
     subprocess.run([sys.executable, "-c", "import stet.backends\n" + script], check=True)
     assert f.has(2)
     assert f.has(1)
+
+
+def test_reset_helper_removes_records_of_0_0_x_and_imports(store: Path) -> None:
+    """Regression: f.reset compared only typed digests, so text-matched rows stayed."""
+    from stet._identity import Identity
+
+    backend = get_backend(store)
+    backend.add(Identity.of_text({"alpha": "0.1", "seed": "2"}), "2025-01-01T00:00:00.000001+00:00")
+    calls: list[tuple[float, int]] = []
+
+    @stet.once(store=store, quiet=True)
+    def f(alpha: float, seed: int) -> None:
+        calls.append((alpha, seed))
+
+    f(0.1, 2)
+    assert calls == []
+    assert f.reset(0.1, 2) is True
+    f(0.1, 2)
+    assert calls == [(0.1, 2)]
+
+
+def test_orphaned_temporary_files_are_cleaned(tmp_path: Path) -> None:
+    """A rewrite killed before its rename leaves .NAME.PID.stet-tmp; the next one removes it."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = tmp_path / f".runs.csv.{int(done.stdout)}.stet-tmp"
+    orphan.write_text("partial")
+    backend = get_backend(tmp_path / "runs.csv")
+    backend.record({"x": 1})
+    backend.remove({"x": 1})  # a whole-file rewrite
+    assert not orphan.exists()

@@ -1,6 +1,6 @@
 """stet: run each parameter combination of a sweep once, across restarts.
 
-Decorate an experiment function with :func:`once`; stet records in a readable store
+Decorate an experiment function with `once`; stet records in a readable store
 which parameter combinations completed and skips them when the script runs again.
 """
 

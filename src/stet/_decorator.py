@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from stet._identity import DigestPlan, Identity, check_name, identity_of, identity_pair
 from stet.backends import BaseBackend, is_url, open_store
-from stet.backends._base import utc_now
+from stet.backends._base import Row, utc_now
 from stet.backends._claims import Claim, Outcome, Owner
 
 __all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
@@ -35,7 +35,7 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 
 
 class OnceFunction(Protocol[P, R_co]):
-    """A function decorated with :func:`once`: callable as before, plus helpers.
+    """A function decorated with `once`: callable as before, plus helpers.
 
     ``R_co`` is what a call returns: ``T | None`` for a function returning ``T`` (None
     when the run is skipped), ``Coroutine[Any, Any, T | None]`` for an ``async def``.
@@ -66,7 +66,7 @@ class OnceFunction(Protocol[P, R_co]):
         ...
 
     def is_done(self, *args: Any, **kwargs: Any) -> bool:
-        """Same as :meth:`has`."""
+        """Same as `has`."""
         ...
 
     def reset(self, *args: Any, **kwargs: Any) -> bool:
@@ -416,9 +416,12 @@ def _build(runner: _Runner) -> Any:
 
     def reset(*args: Any, **kwargs: Any) -> bool:
         ident = runner.identity(args, kwargs)
-        digest = ident.digest
-        removed = runner.backend.discard(lambda row: row.digest()[0] == digest)
-        return bool(removed)
+
+        def same_run(row: Row) -> bool:
+            digest, by_text = row.digest()
+            return digest == (ident.legacy if by_text else ident.digest)
+
+        return bool(runner.backend.discard(same_run))
 
     def pending(grid: Any) -> Iterator[Any]:
         return runner.pending(grid)

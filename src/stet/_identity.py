@@ -92,7 +92,7 @@ def _tag_of(value: Any) -> tuple[str, Any]:
     module = cls.__module__
     if module == "numpy" or module.startswith("numpy."):
         return _tag_of(_unwrap_numpy(value))
-    if module.startswith("pandas."):
+    if module == "pandas" or module.startswith("pandas."):
         raise _Unfaithful(
             f"a pandas {cls.__name__} has no faithful text identity (its repr is "
             "truncated); leave it out of the key"
@@ -244,7 +244,7 @@ def digest_plan(
     Returns the head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
     records match), the order in which
     to take the texts (sorted by name, so parameter order never matters) and the
-    prefix to put before each text. :func:`digest_parts` finishes the job.
+    prefix to put before each text. `digest_parts` finishes the job.
     """
     order = tuple(sorted(range(len(names)), key=names.__getitem__))
     if tags is None or "text" in tags:

@@ -1,4 +1,4 @@
-"""Stores of completed runs, one module per format behind :class:`BaseBackend`.
+"""Stores of completed runs, one module per format behind `BaseBackend`.
 
 ``get_backend(path)`` picks the store by file name ending. The backend classes are
 imported on first use, so ``import stet`` stays fast and pyarrow is needed only for

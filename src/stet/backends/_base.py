@@ -131,9 +131,9 @@ def row_matches(row: Row, key: Mapping[str, Any]) -> bool:
 class BaseBackend(ABC):
     """A store of completed runs.
 
-    Subclasses implement five small methods: :meth:`contains` and :meth:`add` (the
-    decorator's hot path, given a precomputed :class:`~stet._identity.Identity`),
-    :meth:`rows`, :meth:`discard` and :meth:`exists`. The public methods ``has``,
+    Subclasses implement five small methods: `contains` and `add` (the
+    decorator's hot path, given a precomputed `Identity`),
+    `rows`, `discard` and `exists`. The public methods ``has``,
     ``record``, ``load``, ``remove`` and ``clear`` are built on them here, once.
 
     A backend pickles as its configuration only; locks, connections and caches are

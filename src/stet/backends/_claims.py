@@ -93,7 +93,7 @@ class Claim:
 
     @classmethod
     def from_json(cls, key: str, data: dict[str, Any]) -> Claim:
-        """The claim of ``key`` stored as ``data`` by :meth:`to_json`.
+        """The claim of ``key`` stored as ``data`` by `to_json`.
 
         Raises:
             KeyError, TypeError, ValueError: when ``data`` is not a claim.

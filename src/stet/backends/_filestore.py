@@ -11,6 +11,7 @@ over the store, so a crash at any instant leaves either the old or the new file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -31,7 +32,7 @@ from stet.backends._base import (
     index_digests,
     index_rows,
 )
-from stet.backends._claims import Claim
+from stet.backends._claims import Claim, pid_alive
 
 __all__ = ["FileBackend", "Parsed", "atomic_write"]
 
@@ -82,6 +83,7 @@ def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
     ``durable=False`` skips the fsyncs, for files that may be lost on power failure.
     """
     directory = os.path.dirname(path) or "."
+    _remove_orphans(directory, os.path.basename(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.stet-tmp")
     try:
         mode = os.stat(path).st_mode & 0o777
@@ -102,6 +104,20 @@ def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
     os.replace(tmp, path)
     if durable:
         _fsync_dir(directory)
+
+
+def _remove_orphans(directory: str, name: str) -> None:
+    """Delete temporary files of earlier rewrites whose process was killed."""
+    prefix, suffix = f".{name}.", ".stet-tmp"
+    try:
+        entries = [e for e in os.listdir(directory) if e.startswith(prefix) and e.endswith(suffix)]
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry[len(prefix) : -len(suffix)]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
 
 
 def _umask() -> int:
@@ -159,9 +175,9 @@ class _FileClaims:
 class FileBackend(BaseBackend):
     """Base class of the file stores; a format implements the byte-level methods.
 
-    A subclass implements :meth:`_parse` (a whole file), :meth:`_serialize` (a whole
-    file) and, for formats that can grow in place, :meth:`_parse_tail` and
-    :meth:`_append`. Everything else, and every guarantee, lives here.
+    A subclass implements `_parse` (a whole file), `_serialize` (a whole
+    file) and, for formats that can grow in place, `_parse_tail` and
+    `_append`. Everything else, and every guarantee, lives here.
     """
 
     #: Human name of the format, used in messages.
@@ -476,7 +492,7 @@ class FileBackend(BaseBackend):
     # -- what each format implements --------------------------------------------
 
     def _parse(self, data: bytes) -> Parsed:
-        """Parse a whole, non-empty file; raise :meth:`bad` errors for anything odd."""
+        """Parse a whole, non-empty file; raise `bad` errors for anything odd."""
         raise NotImplementedError
 
     def _parse_tail(self, data: bytes, start: int) -> Parsed | None:

@@ -284,6 +284,18 @@ class SqliteBackend(BaseBackend):
         with self._write() as conn:
             return self._insert(conn, ident, timestamp)
 
+    def in_progress(self) -> list[Claim]:
+        if not self.exists():
+            return []
+        with self._db() as conn:  # read only: status must not create the claims table
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (CLAIMS,)
+            ).fetchone()
+            if found is None:
+                return []
+            rows = conn.execute(f"SELECT key, run, host, pid, token, expires FROM {CLAIMS}")
+            return [c for c in map(_claim, rows) if not c.stale()]
+
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:
         """Claims live in table ``stet_claims`` of the same database."""
