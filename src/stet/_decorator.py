@@ -207,53 +207,24 @@ class _Runner:
             return
         print(f"[stet] Skipping {self.name}({shown})", file=sys.stdout)
 
-    def start(self, ident: Identity) -> Owner | None:
-        """Decide whether to run: return the claim owner (or None without claims).
-
-        Raises:
-            _Skip: when the run completed, or another live worker holds its claim.
-        """
+    def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Call | None:
+        """Decide whether a call runs: None to skip it, else the run to wrap it in."""
+        ident = self.identity(args, kwargs)
         backend = self.backend
         if backend.contains(ident):
             self.skipped(ident)
-            raise _Skip
-        if not self.claim:
             return None
+        if not self.claim:
+            return _Call(backend, ident, None, 0.0)
         owner = Owner.new()
         outcome, current = backend.claim(ident, owner, self.lease)
         if outcome is Outcome.DONE:
             self.skipped(ident)
-            raise _Skip
+            return None
         if outcome is Outcome.BUSY:
             self.skipped(ident, current)
-            raise _Skip
-        return owner
-
-    @staticmethod
-    def stop(beat: _Heartbeat | None) -> None:
-        if beat is not None:
-            beat.stop()
-
-    def abandon(self, ident: Identity, owner: Owner | None, beat: _Heartbeat | None) -> None:
-        """After an exception: stop the heartbeat and release the claim."""
-        self.stop(beat)
-        if owner is not None:
-            self.backend.release(ident, owner)
-
-    def finish(self, ident: Identity, owner: Owner | None) -> None:
-        """Record a run that returned normally (turning its claim into a record)."""
-        if owner is None:
-            self.backend.add(ident, utc_now())
-        else:
-            self.backend.complete(ident, owner, utc_now())
-
-    def heartbeat(self, ident: Identity, owner: Owner | None) -> _Heartbeat | None:
-        """Keep a claim alive while the function runs."""
-        if owner is None:
             return None
-        beat = _Heartbeat(self.backend, ident, owner, self.lease)
-        beat.start()
-        return beat
+        return _Call(backend, ident, owner, self.lease)
 
     def pending(self, grid: Any) -> Iterator[Any]:
         """The points of ``grid`` whose run has not completed, checked in batches."""
@@ -329,8 +300,36 @@ class _Runner:
             yield index, plan.identity(tuple(tags), tuple(texts))
 
 
-class _Skip(Exception):
-    """Internal: the call is skipped."""
+class _Call:
+    """One run that is going ahead: records it if the body returns normally.
+
+    With claims it also keeps the claim alive while the body runs (a heartbeat
+    thread) and releases the claim if the body raises.
+    """
+
+    def __init__(
+        self, backend: BaseBackend, ident: Identity, owner: Owner | None, lease: float
+    ) -> None:
+        self.backend = backend
+        self.ident = ident
+        self.owner = owner
+        self.beat = None if owner is None else _Heartbeat(backend, ident, owner, lease)
+
+    def __enter__(self) -> None:
+        if self.beat is not None:
+            self.beat.start()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        if kind is not None:
+            if self.owner is not None:
+                self.backend.release(self.ident, self.owner)
+            return  # nothing recorded: the exception propagates and the run stays to do
+        if self.owner is None:
+            self.backend.add(self.ident, utc_now())
+        else:
+            self.backend.complete(self.ident, self.owner, utc_now())
 
 
 class _Heartbeat(threading.Thread):
@@ -374,40 +373,22 @@ def _build(runner: _Runner) -> Any:
 
         @functools.wraps(func)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            ident = runner.identity(args, kwargs)
-            try:
-                owner = runner.start(ident)
-            except _Skip:
+            call = runner.begin(args, kwargs)
+            if call is None:
                 return None
-            beat = runner.heartbeat(ident, owner)
-            try:
-                result = await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
-            except BaseException:
-                runner.abandon(ident, owner, beat)
-                raise
-            runner.stop(beat)
-            runner.finish(ident, owner)
-            return result
+            with call:
+                return await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
 
         wrapper: Any = async_wrapper
     else:
 
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            ident = runner.identity(args, kwargs)
-            try:
-                owner = runner.start(ident)
-            except _Skip:
+            call = runner.begin(args, kwargs)
+            if call is None:
                 return None
-            beat = runner.heartbeat(ident, owner)
-            try:
-                result = func(*args, **kwargs)
-            except BaseException:
-                runner.abandon(ident, owner, beat)
-                raise
-            runner.stop(beat)
-            runner.finish(ident, owner)
-            return result
+            with call:
+                return func(*args, **kwargs)
 
         wrapper = sync_wrapper
 

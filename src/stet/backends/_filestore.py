@@ -149,10 +149,7 @@ class _FileClaims:
         self.dirty = False
 
     def done(self, ident: Identity) -> bool:
-        backend = self.backend
-        return ident.digest in backend._index or bool(
-            backend._legacy and ident.legacy in backend._legacy
-        )
+        return self.backend._known(ident)
 
     def get(self, key: str) -> Claim | None:
         return self.claims.get(key)
@@ -358,9 +355,7 @@ class FileBackend(BaseBackend):
 
     def contains(self, ident: Identity) -> bool:
         self._sync()
-        if ident.digest in self._index:
-            return True
-        return bool(self._legacy) and ident.legacy in self._legacy
+        return self._known(ident)
 
     def completed(self, idents: list[Identity]) -> list[bool]:
         self._sync()  # once per batch, not once per identity
@@ -369,14 +364,22 @@ class FileBackend(BaseBackend):
             return [i.digest in index or i.legacy in legacy for i in idents]
         return [i.digest in index for i in idents]
 
-    def add(self, ident: Identity, timestamp: str) -> bool:
+    def _known(self, ident: Identity) -> bool:
+        """Whether the index holds ``ident`` (typed, or by text alone)."""
+        return ident.digest in self._index or bool(self._legacy and ident.legacy in self._legacy)
+
+    def _make_parent(self) -> None:
+        """Create the store's directory on first write."""
         self._ensure_process()
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+
+    def add(self, ident: Identity, timestamp: str) -> bool:
+        self._make_parent()
         with self._locked():
             self._refresh()
-            if ident.digest in self._index or (self._legacy and ident.legacy in self._legacy):
+            if self._known(ident):
                 return False
             row = Row.of(ident, timestamp)
             columns_change = self.fixed_columns and any(
@@ -434,10 +437,7 @@ class FileBackend(BaseBackend):
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:
         """Claims live in ``<store>.claims`` (JSON), read and written under the lock."""
-        self._ensure_process()
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        self._make_parent()
         with self._locked():
             self._refresh()
             book = _FileClaims(self, self._load_claims())

@@ -54,7 +54,8 @@ class ParquetBackend(FileBackend):
     def _parse(self, data: bytes) -> Parsed:
         pa, pq = _pyarrow()
         try:
-            table = pq.read_table(pa.BufferReader(data))
+            # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it pandas.
+            table = pq.ParquetFile(pa.BufferReader(data)).read()
         except (pa.ArrowException, OSError) as exc:
             raise self.bad(f"not a readable Parquet file ({exc})") from None
         names = [n for n in table.column_names if not n.startswith("__index_level_")]
