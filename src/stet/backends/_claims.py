@@ -30,6 +30,9 @@ def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine."""
     if pid <= 0:
         return False
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate it on Windows; the lease decides
+
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -145,12 +145,15 @@ class CsvBackend(FileBackend):
         out = io.StringIO(newline="")
         csv.writer(out, lineterminator="\n").writerow(self._line(row, columns))
         data = out.getvalue().encode("utf-8")
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        with open(self.path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    data = b"\n" + data  # a hand-written last line without a newline
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                data = b"\n" + data
-            os.write(fd, data)
-            return size + len(data)
+            os.write(fd, data)  # one write call: a record is never interleaved or torn
         finally:
             os.close(fd)
+        return size + len(data)

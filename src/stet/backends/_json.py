@@ -149,7 +149,7 @@ class JsonBackend(FileBackend):
             items = json.loads(b"[" + body + b"]")
         except ValueError:
             return None
-        return self._parsed([items], start + len(data.rstrip(_SPACE)) - 1)
+        return self._parsed([items], start + self._closing(data))
 
     @staticmethod
     def _torn_end(data: bytes) -> int | None:
@@ -173,7 +173,12 @@ class JsonBackend(FileBackend):
 
     @staticmethod
     def _closing(data: bytes) -> int:
-        return len(data.rstrip(_SPACE)) - 1
+        r"""Where the next record goes: just after the last object (or the ``[``).
+
+        Appending writes ``,\n{...}\n]\n`` from there, over the old ``\n]\n``.
+        """
+        bracket = len(data.rstrip(_SPACE)) - 1
+        return len(data[:bracket].rstrip(_SPACE))
 
     @staticmethod
     def _object(row: Row) -> str:
@@ -187,21 +192,20 @@ class JsonBackend(FileBackend):
         if not rows:
             return b"[]\n", 1
         data = ("[\n" + ",\n".join(self._object(r) for r in rows) + "\n]\n").encode("utf-8")
-        return data, len(data) - 2
+        return data, len(data) - 3  # before the final "\n]\n"
 
     def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
         if resume is None:
             raise self.bad("internal: no position for the closing bracket")
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            # `[` directly before the `]` (maybe with space) means the array is empty.
-            head = os.pread(fd, min(resume, 64), max(resume - 64, 0)).rstrip(_SPACE)
-            sep = "\n" if head.endswith(b"[") else ",\n"
+        with open(self.path, "r+b") as fh:
+            # What precedes the insertion point is `[` for an empty array, else `}`.
+            fh.seek(max(resume - 1, 0))
+            sep = "\n" if fh.read(1) == b"[" else ",\n"
             data = (sep + self._object(row) + "\n]\n").encode("utf-8")
-            size = os.fstat(fd).st_size
-            os.pwrite(fd, data, resume)
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(resume)
+            fh.write(data)  # one write call: overwrites the old "\n]\n" and extends
+            fh.flush()
             if size > resume + len(data):
-                os.ftruncate(fd, resume + len(data))
-            return resume + len(data) - 2
-        finally:
-            os.close(fd)
+                fh.truncate(resume + len(data))
+            return resume + len(data) - 3
