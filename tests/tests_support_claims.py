@@ -21,6 +21,6 @@ def call(args: tuple[str, int]) -> int | None:
 
 
 def run_pool(store: str, context: BaseContext) -> list[int]:
-    with context.Pool(3) as pool:  # type: ignore[attr-defined]
+    with context.Pool(3) as pool:
         results = pool.map(call, [(store, x) for x in range(20)] * 2)
     return [i % 20 for i, r in enumerate(results) if r is not None]

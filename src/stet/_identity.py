@@ -179,6 +179,8 @@ def canonical(value: Any) -> tuple[str, str]:
     """
     cls = type(value)
     if cls is str:
+        if not value.isascii():
+            _check_encodable(value)
         return "str", value
     if cls is int:
         return "int", str(value)
@@ -186,11 +188,24 @@ def canonical(value: Any) -> tuple[str, str]:
         return "float", repr(value)
     try:
         tag, value = _tag_of(value)
-        return tag, _top(tag, value)
+        text = _top(tag, value)
     except _Unfaithful as exc:
         raise TypeError(str(exc)) from None
     except RecursionError:
         raise TypeError("a self-referencing container") from None
+    if not text.isascii():
+        _check_encodable(text)  # e.g. a path holding undecodable file-name bytes
+    return tag, text
+
+
+def _check_encodable(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            f"a str with a lone surrogate ({text[exc.start]!r} at index {exc.start}) cannot "
+            "be stored as UTF-8 text"
+        ) from None
 
 
 def format_types(names: tuple[str, ...], tags: tuple[str, ...]) -> str:
@@ -241,6 +256,9 @@ def digest_plan(
 ) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
     """How to build the digested text of a record with these key names and tags.
 
+    Each text enters the digested string as ``prefix + len(text) + ":" + text``; the
+    length keeps texts that contain the separators from running into each other.
+
     Returns the head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
     records match), the order in which
     to take the texts (sorted by name, so parameter order never matters) and the
@@ -276,13 +294,17 @@ def _cached_plan(
 def typed_digest(names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     """Digest identifying a record exactly: its key names, type tags and texts."""
     head, order, prefixes = _cached_plan(names, tags)
-    return digest_parts(head, [p + texts[i] for p, i in zip(prefixes, order, strict=True)])
+    return digest_parts(
+        head, [f"{p}{len(texts[i])}:{texts[i]}" for p, i in zip(prefixes, order, strict=True)]
+    )
 
 
 def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     """Digest of a record by names and texts only, as stet 0.0.x compared them."""
     head, order, prefixes = _cached_plan(names, None)
-    return digest_parts(head, [p + texts[i] for p, i in zip(prefixes, order, strict=True)])
+    return digest_parts(
+        head, [f"{p}{len(texts[i])}:{texts[i]}" for p, i in zip(prefixes, order, strict=True)]
+    )
 
 
 class DigestPlan:
@@ -300,7 +322,7 @@ class DigestPlan:
         if "text" in tags:
             return Identity(self.names, tags, texts)
         parts = [
-            f"{n}{tags[i]}{_FIELD}{texts[i]}"
+            f"{n}{tags[i]}{_FIELD}{len(texts[i])}:{texts[i]}"
             for n, i in zip(self._names_sorted, self._order, strict=True)
         ]
         return Identity(self.names, tags, texts, digest=_digest("T" + _ITEM.join(parts)))

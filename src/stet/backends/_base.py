@@ -354,7 +354,7 @@ class CellPlan:
 
     def digest(self, cells: Any) -> bytes:
         """The index digest of a record with these cells."""
-        return digest_parts(self._head, [p + cells[i] for p, i in self._pairs])
+        return digest_parts(self._head, [f"{p}{len(cells[i])}:{cells[i]}" for p, i in self._pairs])
 
     def values(self, cells: Any) -> dict[str, str]:
         """Key parameter name to text, for a record with these cells."""

@@ -135,7 +135,7 @@ class CsvBackend(FileBackend):
 
     def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
         out = io.StringIO(newline="")
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(columns)
         writer.writerows(self._line(row, columns) for row in rows)
         data = out.getvalue().encode("utf-8")
@@ -143,7 +143,7 @@ class CsvBackend(FileBackend):
 
     def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
         out = io.StringIO(newline="")
-        csv.writer(out, lineterminator="\n").writerow(self._line(row, columns))
+        csv.writer(out, lineterminator="\r\n").writerow(self._line(row, columns))
         data = out.getvalue().encode("utf-8")
         with open(self.path, "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
@@ -153,7 +153,11 @@ class CsvBackend(FileBackend):
                     data = b"\n" + data  # a hand-written last line without a newline
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
-            os.write(fd, data)  # one write call: a record is never interleaved or torn
+            # One write call normally; a short write (disk full, size limit) is
+            # continued, and its error raised, so a torn record is never "recorded".
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         return size + len(data)

@@ -212,7 +212,10 @@ class FileBackend(BaseBackend):
         with self._mutex:
             if self._flock is None:
                 timeout = _lock_timeout()
-                self._flock = FileLock(self.lock_path, timeout=timeout, thread_local=False)
+                # mode 0o666: a lock file left behind must not lock out other users
+                self._flock = FileLock(
+                    self.lock_path, timeout=timeout, mode=0o666, thread_local=False
+                )
             try:
                 self._flock.acquire()
             except Timeout:
@@ -222,6 +225,12 @@ class FileBackend(BaseBackend):
                     "or raise STET_LOCK_TIMEOUT (seconds)."
                 ) from None
             except PermissionError as exc:
+                if os.path.exists(self.lock_path):
+                    raise StoreError(
+                        f"stet: cannot open the lock file {self.lock_path} ({exc.strerror}): "
+                        "it was left by another user. It holds no data: delete it, or make "
+                        "it writable for everyone who records into this store."
+                    ) from None
                 raise StoreError(
                     f"stet: cannot create the lock file {self.lock_path} ({exc.strerror}); "
                     "the store's directory must be writable"
@@ -375,7 +384,22 @@ class FileBackend(BaseBackend):
         if directory:
             os.makedirs(directory, exist_ok=True)
 
+    def _check_writable(self) -> None:
+        """Refuse to write a store whose permissions allow no writes.
+
+        The mode bits are checked rather than trusted to fail: a rewrite replaces the
+        file by renaming, which a read-only file does not prevent (and root may write
+        anything), yet a researcher who made a store read-only meant "leave it be".
+        """
+        st = self._stat()
+        if st is not None and not st.st_mode & 0o222:
+            raise StoreError(
+                f"stet: {self.path} is read-only, so stet cannot record runs in it. Make it "
+                "writable (chmod u+w) to go on recording, or choose another store."
+            )
+
     def add(self, ident: Identity, timestamp: str) -> bool:
+        self._check_writable()
         self._make_parent()
         with self._locked():
             self._refresh()
@@ -400,6 +424,8 @@ class FileBackend(BaseBackend):
             return True
 
     def rows(self) -> list[Row]:
+        if self._stat() is None:
+            return []  # nothing to read: and no lock file (or directory) is created
         with self._locked():
             if self._stat() is None:
                 self._start_fresh()
@@ -407,6 +433,9 @@ class FileBackend(BaseBackend):
             return list(self._parse_file(self._read(0)).rows)
 
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
+        if self._stat() is None:
+            return []
+        self._check_writable()
         with self._locked():
             self._refresh()
             if self._sig is None:
@@ -426,6 +455,8 @@ class FileBackend(BaseBackend):
             return removed
 
     def key_columns(self) -> list[str]:
+        if self._stat() is None:
+            return []
         with self._locked():
             self._refresh()
             if self._columns:
@@ -437,6 +468,7 @@ class FileBackend(BaseBackend):
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:
         """Claims live in ``<store>.claims`` (JSON), read and written under the lock."""
+        self._check_writable()
         self._make_parent()
         with self._locked():
             self._refresh()

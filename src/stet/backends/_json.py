@@ -37,14 +37,14 @@ class JsonBackend(FileBackend):
         if items is None:
             try:
                 value = json.loads(data)
-            except UnicodeDecodeError:
-                raise self.bad("the file is not UTF-8 text") from None
-            except json.JSONDecodeError as exc:
+            except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError
                 torn = self._torn_end(data)
                 if torn is None:
-                    raise self.bad(
-                        f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-                    ) from None
+                    if isinstance(exc, json.JSONDecodeError):
+                        raise self.bad(
+                            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+                        ) from None
+                    raise self.bad("the file is not UTF-8 text") from None
                 parsed = self._parse(data[:torn] + b"\n]")
                 return Parsed(parsed.rows, [], torn, torn, parsed.digests)
             if not isinstance(value, list):
@@ -70,11 +70,15 @@ class JsonBackend(FileBackend):
         step = 1 << 20
         while pos < len(inner):
             cut = inner.find(b"\n{", pos + step)
-            if cut < 0:
-                cut = len(inner)
-            piece = inner[pos:cut].strip(_SPACE).rstrip(b",")
+            piece = inner[pos : cut if cut >= 0 else len(inner)].strip(_SPACE)
+            if cut >= 0:
+                # Only the comma separating this piece from the next one goes; a
+                # trailing comma before the `]` stays and fails, as JSON must.
+                piece = piece.removesuffix(b",")
             if piece:
                 chunks.append(json.loads(b"[" + piece + b"]"))
+            if cut < 0:
+                break
             pos = cut + 1
         return chunks
 
@@ -153,23 +157,33 @@ class JsonBackend(FileBackend):
 
     @staticmethod
     def _torn_end(data: bytes) -> int | None:
-        """Where the records end if only the last line is a cut-off write, else None.
+        r"""Where the records end if only an interrupted append spoiled the file.
 
-        stet writes one object per line, so an interrupted append leaves a partial last
-        line and no closing bracket; everything before it must still parse.
+        stet appends by writing ``,\n{...}\n]\n`` just after the last object (or
+        ``\n{...}\n]\n`` just after the ``[`` of an empty array). A cut write leaves a
+        valid array prefix followed by the start of that text and maybe a remnant of the
+        old ``]``. Returns the end of that prefix, or None if the file does not look so.
         """
         body = data.rstrip(_SPACE)
-        cut = body.rfind(b"\n")
-        if cut < 0 or body.endswith(b"]"):
-            return None
-        head = body[:cut].rstrip(_SPACE).rstrip(b",").rstrip(_SPACE)
-        if not (head.endswith(b"}") or head.endswith(b"[")):
-            return None
-        try:
-            json.loads(head + b"\n]")
-        except ValueError:
-            return None
-        return len(head)
+        end = len(body)
+        for _ in range(16):  # the cut record itself may contain a few `}`
+            cut = body.rfind(b"}", 0, end)
+            if cut < 0:
+                break
+            if data[cut + 1 :].startswith(b","):
+                try:
+                    json.loads(body[: cut + 1] + b"\n]")
+                except ValueError:
+                    pass
+                else:
+                    return cut + 1
+            end = cut
+        start = len(data) - len(data.lstrip(_SPACE))
+        if data[start : start + 1] == b"[" and b"}" not in data:
+            rest = data[start + 1 :]
+            if rest.startswith(b"\n") and rest.strip(_SPACE)[:1] in (b"", b"{"):
+                return start + 1  # the first append into an empty array was cut
+        return None
 
     @staticmethod
     def _closing(data: bytes) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -110,15 +111,42 @@ class SqliteBackend(BaseBackend):
             try:
                 yield self._conn
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    raise StoreLockTimeout(
-                        f"stet: {self.path} stayed locked by another process for "
-                        f"{_lock_timeout():g} s; raise STET_LOCK_TIMEOUT (seconds) or "
-                        "wait for it"
-                    ) from None
-                raise
+                raise self._explain(exc) from None
             except sqlite3.DatabaseError as exc:
                 raise self.bad(str(exc)) from None
+
+    def _explain(self, exc: sqlite3.OperationalError) -> StoreError:
+        """Turn SQLite's terse operational errors into errors naming the database."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return StoreLockTimeout(
+                f"stet: {self.path} stayed locked by another process for "
+                f"{_lock_timeout():g} s; raise STET_LOCK_TIMEOUT (seconds) or wait for it"
+            )
+        if "readonly" in text or "read-only" in text:
+            return StoreError(
+                f"stet: {self.path} is read-only, so stet cannot record runs in it. Make "
+                "it (and its directory) writable, or choose another store."
+            )
+        return self.bad(text)
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL mode, waiting out processes creating the database at once.
+
+        Changing the journal mode needs an exclusive lock and SQLite does not wait for
+        it (no busy handler), so retry until the lock timeout.
+        """
+        deadline = time.monotonic() + _lock_timeout()
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _open(self) -> sqlite3.Connection:
         if os.path.isdir(self.path):
@@ -133,13 +161,27 @@ class SqliteBackend(BaseBackend):
                 isolation_level=None,
                 check_same_thread=False,
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Look before touching anything: a database stet does not understand must
+            # keep every byte, and switching the journal mode rewrites the header.
+            self._columns = self._read_columns(conn)
+            if not os.access(self.path, os.W_OK) or not os.stat(self.path).st_mode & 0o222:
+                conn.close()
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro",
+                    uri=True,
+                    timeout=_lock_timeout(),
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                return conn  # read-only: readable, and writes fail with a clear error
+            self._wal(conn)
             # WAL with synchronous=NORMAL: a commit survives a crash of the process;
             # only a power loss may undo the last commits, never corrupt the database.
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._columns = self._read_columns(conn)
             if self._columns:
                 self._upgrade(conn)
+        except sqlite3.OperationalError as exc:
+            raise self._explain(exc) from None
         except sqlite3.DatabaseError as exc:
             raise self.bad(str(exc)) from None
         return conn
@@ -197,6 +239,7 @@ class SqliteBackend(BaseBackend):
     def _ensure_table(self, conn: sqlite3.Connection, names: tuple[str, ...]) -> None:
         """Create the table or add key columns; caller holds a write transaction."""
         self._columns = self._read_columns(conn)
+        self._check_case(names)
         if not self._columns:
             cols = ", ".join(f"{_quote(n)} TEXT" for n in (*names, *_OWN))
             conn.execute(f"CREATE TABLE {TABLE} ({cols})")
@@ -216,6 +259,7 @@ class SqliteBackend(BaseBackend):
     def contains(self, ident: Identity) -> bool:
         self._ensure_process()
         if self._conn is None and not os.path.exists(self.path):
+            self._check_case(ident.names)
             return False
         with self._db() as conn:
             return self._lookup(conn, ident)
@@ -240,11 +284,26 @@ class SqliteBackend(BaseBackend):
             self._columns = self._read_columns(conn)
         return bool(self._columns)
 
+    def _check_case(self, names: tuple[str, ...]) -> None:
+        """SQLite column names ignore case: refuse ``Alpha`` beside ``alpha``."""
+        known = {c.lower(): c for c in self._columns}
+        lowered: dict[str, str] = {}
+        for name in names:
+            other = known.get(name.lower()) or lowered.get(name.lower())
+            if other is not None and other != name:
+                raise self.bad(
+                    f"key names {other!r} and {name!r} differ only in case, which SQLite "
+                    "column names cannot tell apart; rename one parameter"
+                )
+            lowered[name.lower()] = name
+
     def _lookup(self, conn: sqlite3.Connection, ident: Identity) -> bool:
         if not self._columns:
             self._columns = self._read_columns(conn)
-            if not self._columns:
-                return False
+        if any(name not in self._columns for name in ident.names):
+            self._check_case(ident.names)  # before the run, not when recording it
+        if not self._columns:
+            return False
         found = conn.execute(
             f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
             (ident.digest.hex(), ident.legacy.hex()),

@@ -1,0 +1,355 @@
+"""Helpers for the reliability tests: standard-tool readers, workers, subprocess runners.
+
+Worker functions live here (not in the test modules) so that ``spawn`` children can
+import them cheaply by module name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import stet
+from stet.backends import get_backend
+
+EXTENSIONS = (".csv", ".json", ".sqlite", ".parquet")
+TESTS_DIR = Path(__file__).resolve().parent
+PYTHON = sys.executable
+
+#: What stet writes in ``_stet_timestamp``: UTC ISO 8601 with microseconds.
+TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
+
+Cell = str | None
+
+
+# -- reading a store with the standard tool of its format ---------------------------
+
+
+def read_standard(path: Path) -> list[dict[str, Cell]]:
+    """Every row of the store at ``path`` as the format's standard tool reads it.
+
+    CSV goes through both the ``csv`` module and pandas (``dtype=str``,
+    ``keep_default_na=False``) and the two must agree; JSON through ``json``; SQLite
+    through ``sqlite3`` (stet's internal ``_stet_key`` column is left out); Parquet
+    through pyarrow and pandas. Missing cells are ``""`` in CSV and None elsewhere.
+    """
+    ext = path.suffix
+    if ext == ".csv":
+        import pandas as pd
+
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows: list[dict[str, Cell]] = [dict(r) for r in csv.DictReader(fh, strict=True)]
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert frame.to_dict("records") == rows, "pandas and the csv module disagree"
+        return rows
+    if ext == ".json":
+        value = json.loads(path.read_bytes().decode("utf-8"))
+        assert isinstance(value, list)
+        assert all(isinstance(item, dict) for item in value)
+        return [dict(item) for item in value]
+    if ext in (".sqlite", ".db"):
+        conn = sqlite3.connect(path)
+        try:
+            cursor = conn.execute("SELECT * FROM stet_records ORDER BY rowid")
+            names = [d[0] for d in cursor.description]
+            out = [dict(zip(names, raw, strict=True)) for raw in cursor.fetchall()]
+        finally:
+            conn.close()
+        for row in out:
+            row.pop("_stet_key", None)
+        return out
+    if ext == ".parquet":
+        import pandas as pd
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        pylist: list[dict[str, Cell]] = table.to_pylist()
+        frame = pd.read_parquet(path)
+        assert len(frame) == len(pylist)
+        return pylist
+    raise AssertionError(f"unknown store ending {ext}")
+
+
+def present(row: Mapping[str, Cell], name: str) -> bool:
+    """Whether ``row`` (from :func:`read_standard`) has a value for key ``name``."""
+    types = row.get("_stet_types") or ""
+    return name in [part.split("=", 1)[0] for part in types.split(";")]
+
+
+def snapshot(path: Path) -> dict[str, bytes | None]:
+    """The bytes of ``path`` (or of every file below it, for a directory)."""
+    if path.is_dir():
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))}
+    if path.exists():
+        return {"": path.read_bytes()}
+    return {"": None}
+
+
+# -- concurrency workers --------------------------------------------------------------
+
+
+def experiment(p: int, t: int, i: int) -> int:
+    """A no-op experiment for the decorator workers (returns 1 when it actually runs)."""
+    return 1
+
+
+def check_row(row: Mapping[str, Any], key_names: Sequence[str], types: str) -> str | None:
+    """Return what is wrong with a loaded record, or None if it is complete."""
+    expected = {*key_names, "_stet_types", "_stet_timestamp"}
+    if set(row) != expected:
+        return f"columns {sorted(row)} != {sorted(expected)}"
+    if row["_stet_types"] != types:
+        return f"_stet_types {row['_stet_types']!r} != {types!r}"
+    if not TIMESTAMP_RE.match(str(row["_stet_timestamp"])):
+        return f"bad timestamp {row['_stet_timestamp']!r}"
+    for name in key_names:
+        value = row[name]
+        if not isinstance(value, str) or not value.isdigit():
+            return f"{name}={value!r} is not a whole number"
+    return None
+
+
+def write_keys(
+    path: str,
+    proc: int,
+    threads: int,
+    keys: int,
+    mode: str,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One writer process: ``threads`` threads each record ``keys`` distinct keys.
+
+    ``mode`` is ``"backend"`` (even threads share one backend, odd threads each open
+    their own) or ``"decorator"`` (every thread calls one decorated function, then
+    calls the keys of the next process's same thread, which must all be skipped).
+    Puts ``(proc, executed, skipped, errors)`` on ``results``.
+    """
+    errors: list[str] = []
+    executed = [0] * threads
+    skipped = [0] * threads
+    shared = get_backend(path)
+    decorated = stet.once(store=path, quiet=True)(experiment)
+    local = threading.Barrier(threads)
+
+    def run(t: int) -> None:
+        try:
+            backend = shared if t % 2 == 0 else get_backend(path)
+            local.wait()
+            if t == 0:
+                barrier.wait()  # all processes start together
+            local.wait()
+            for i in range(keys):
+                if mode == "backend":
+                    backend.record({"p": proc, "t": t, "i": i})
+                    executed[t] += 1
+                elif decorated(proc, t, i) == 1:
+                    executed[t] += 1
+                else:
+                    skipped[t] += 1
+            if mode == "decorator":
+                local.wait()
+                if t == 0:
+                    barrier.wait()  # every process finished its own keys
+                local.wait()
+                other = (proc + 1) % barrier.parties
+                for i in range(keys):
+                    if decorated(other, t, i) is None:
+                        skipped[t] += 1
+                    else:
+                        executed[t] += 1
+        except BaseException:
+            errors.append(traceback.format_exc())
+            local.abort()
+            barrier.abort()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    results.put((proc, sum(executed), sum(skipped), errors))
+
+
+def write_in_halves(
+    path: str,
+    proc: int,
+    threads: int,
+    keys: int,
+    writers: Any,
+    half_seen: Any,
+    results: Any,
+) -> None:
+    """A writer for the reader test: record half the keys, pause until a reader saw
+    exactly that state, record the rest. A reader thread in this process calls
+    ``load`` on the writers' own backend meanwhile.
+    """
+    errors: list[str] = []
+    backend = get_backend(path)
+    stop = threading.Event()
+    local = threading.Barrier(threads)
+    loads = [0]
+
+    def write(t: int) -> None:
+        try:
+            for i in range(keys // 2):
+                backend.record({"p": proc, "t": t, "i": i})
+            local.wait()
+            if t == 0:
+                writers.wait()
+                if not half_seen.wait(120):
+                    raise AssertionError("no reader saw the half-written store")
+            local.wait()
+            for i in range(keys // 2, keys):
+                backend.record({"p": proc, "t": t, "i": i})
+        except BaseException:
+            errors.append(traceback.format_exc())
+            local.abort()
+            writers.abort()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                for row in backend.load():
+                    problem = check_row(row, ("p", "t", "i"), "p=int;t=int;i=int")
+                    if problem:
+                        errors.append(f"in-process reader: {problem}: {row}")
+                        return
+                loads[0] += 1
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    reader.join()
+    results.put(("writer", proc, loads[0], errors))
+
+
+def read_until_done(
+    path: str,
+    reader: int,
+    total: int,
+    half_seen: Any,
+    done: Any,
+    results: Any,
+) -> None:
+    """A reader process: ``load()`` in a loop until ``done``; check every record.
+
+    Every row must be complete, no key may appear twice, the count never shrinks, and
+    since each writer thread records ``i = 0, 1, 2, ...`` in order, each thread's keys
+    seen must be a prefix ``0..m-1``. Sets ``half_seen`` once it loads exactly half.
+    """
+    errors: list[str] = []
+    loads = 0
+    partial = 0
+    last = 0
+    backend = get_backend(path)
+    try:
+        finished = False
+        while not finished:
+            finished = done.is_set()  # one more full load after the writers are done
+            rows = backend.load()
+            loads += 1
+            seen: dict[tuple[str, str], set[int]] = {}
+            for row in rows:
+                problem = check_row(row, ("p", "t", "i"), "p=int;t=int;i=int")
+                if problem:
+                    raise AssertionError(f"torn record: {problem}: {row}")
+                seen.setdefault((row["p"], row["t"]), set()).add(int(row["i"]))
+            if sum(len(s) for s in seen.values()) != len(rows):
+                raise AssertionError(f"a key appears twice in a load of {len(rows)} rows")
+            for who, numbers in seen.items():
+                if numbers != set(range(len(numbers))):
+                    raise AssertionError(f"writer {who}: saw {sorted(numbers)}, not a prefix")
+            if len(rows) < last:
+                raise AssertionError(f"record count went down from {last} to {len(rows)}")
+            last = len(rows)
+            if 0 < len(rows) < total:
+                partial += 1
+            if len(rows) == total // 2:
+                half_seen.set()
+        if last != total:
+            raise AssertionError(f"final load has {last} records, expected {total}")
+    except BaseException:
+        errors.append(traceback.format_exc())
+        half_seen.set()  # never leave the writers waiting
+    results.put(("reader", reader, (loads, partial), errors))
+
+
+# -- subprocess helpers ---------------------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python: this one, tests importable, stet quiet off."""
+    env = dict(os.environ)
+    env.pop("STET_QUIET", None)
+    env.pop("STET_LOCK_TIMEOUT", None)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(TESTS_DIR) + (os.pathsep + old if old else "")
+    env.update(extra)
+    return env
+
+
+def run_python(
+    args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in ``cwd``; fail the test with its output if it fails."""
+    proc = subprocess.run(
+        [PYTHON, *args],
+        cwd=cwd,
+        env=dict(env) if env is not None else child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"python {' '.join(args)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
+    return proc
+
+
+def in_unprivileged_child(action: Callable[[], object]) -> tuple[str, str, object]:
+    """Run ``action`` in a forked child that gave up root, as user ``nobody``.
+
+    Returns ``("ok", "", result)`` or ``("error", "ExceptionType", message)``. Used
+    to make read-only files and directories read-only even when the tests run as
+    root. Everything the action needs must be imported before calling this (the
+    child may not be allowed to read the interpreter's files).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            if os.getuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            child_end.send(("ok", "", action()))
+        except BaseException as exc:
+            child_end.send(("error", type(exc).__name__, str(exc)))
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    outcome: tuple[str, str, object] = parent_end.recv()
+    proc.join()
+    return outcome
