@@ -178,7 +178,8 @@ def _torn_versions(store: Path, ext: str) -> tuple[bytes, list[bytes]]:
         return before, [after[:cut] for cut in range(len(before) + 1, len(after))]
     # JSON: the record is written in place over the end of the array (the closing
     # bracket and what surrounds it), starting where the two versions first differ.
-    resume = next((i for i, (x, y) in enumerate(zip(before, after)) if x != y), len(before))
+    pairs = enumerate(zip(before, after, strict=False))
+    resume = next((i for i, (x, y) in pairs if x != y), len(before))
     assert b"]" in before[resume:], "the append did not start at the end of the array"
     written = after[resume:]
     old_tail = before[resume:]
