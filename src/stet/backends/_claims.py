@@ -12,11 +12,15 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Claim", "Outcome", "Owner", "pid_alive", "this_host"]
+if TYPE_CHECKING:
+    from stet._identity import Identity
+
+__all__ = ["Claim", "Outcome", "Owner", "SqlClaims", "pid_alive", "this_host"]
 
 _HOST = socket.gethostname()
 
@@ -116,3 +120,70 @@ class Outcome(Enum):
     CLAIMED = "claimed"  # the caller holds the claim now and should run it
     BUSY = "busy"  # another live worker is running it
     DONE = "done"  # it already completed
+
+
+class SqlClaims:
+    """Claims in a SQL table ``(key, run, host, pid, token, expires)``, one open transaction.
+
+    Shared by the database stores; each passes its placeholder style, how it writes
+    over an existing row, and how it checks and records completed runs.
+    """
+
+    COLUMNS = "key, run, host, pid, token, expires"
+
+    def __init__(
+        self,
+        conn: Any,
+        table: str,
+        mark: str,
+        upsert: str,
+        done: Callable[[Identity], bool],
+        record: Callable[[Identity, str], object],
+    ) -> None:
+        """Wrap ``conn`` (inside a transaction) and the quoted claims ``table``.
+
+        Args:
+            conn: a DB-API connection with an ``execute`` method.
+            table: the claims table name, quoted for SQL.
+            mark: the parameter placeholder, ``?`` or ``%s``.
+            upsert: ``INSERT ... `` text that replaces an existing row with the same key,
+                with ``{table}`` and ``{values}`` to fill in.
+            done: whether a run completed (inside the same transaction).
+            record: records a completed run (inside the same transaction).
+        """
+        self.conn = conn
+        self.table = table
+        self.mark = mark
+        self.upsert = upsert
+        self.done = done
+        self._record = record
+
+    def get(self, key: str) -> Claim | None:
+        row = self.conn.execute(
+            f"SELECT {self.COLUMNS} FROM {self.table} WHERE key = {self.mark}", (key,)
+        ).fetchone()
+        return None if row is None else self.claim_of(row)
+
+    def put(self, claim: Claim) -> None:
+        owner = claim.owner
+        values = ", ".join([self.mark] * 6)
+        self.conn.execute(
+            self.upsert.format(table=self.table, values=values),
+            (claim.key, claim.run, owner.host, owner.pid, owner.token, claim.expires),
+        )
+
+    def delete(self, key: str) -> None:
+        self.conn.execute(f"DELETE FROM {self.table} WHERE key = {self.mark}", (key,))
+
+    def all(self) -> list[Claim]:
+        rows = self.conn.execute(f"SELECT {self.COLUMNS} FROM {self.table}").fetchall()
+        return [self.claim_of(row) for row in rows]
+
+    def record(self, ident: Identity, timestamp: str) -> None:
+        self._record(ident, timestamp)
+
+    @staticmethod
+    def claim_of(row: tuple[Any, ...]) -> Claim:
+        """The claim stored in a table row."""
+        key, run, host, pid, token, expires = row
+        return Claim(str(key), str(run), Owner(str(host), int(pid), str(token)), float(expires))

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from stet._errors import StoreError
 from stet._identity import Identity
 from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, ClaimBook, Row, read_records
-from stet.backends._claims import Claim, Owner
+from stet.backends._claims import SqlClaims
 
 __all__ = ["PostgresBackend"]
 
@@ -282,54 +282,18 @@ class PostgresBackend(BaseBackend):
                     "host TEXT, pid INTEGER, token TEXT, expires DOUBLE PRECISION)"
                 )
             )
-            yield _PostgresClaims(self, conn)
 
+            def record(ident: Identity, stamp: str) -> None:
+                self._ensure_table(conn, ident.names)
+                self._insert(conn, ident, stamp)
 
-class _PostgresClaims:
-    """The claims of a PostgreSQL store during one locked transaction."""
-
-    def __init__(self, backend: PostgresBackend, conn: Any) -> None:
-        self.backend = backend
-        self.conn = conn
-
-    def done(self, ident: Identity) -> bool:
-        return self.backend._lookup(self.conn, ident)
-
-    def get(self, key: str) -> Claim | None:
-        row = self.conn.execute(
-            self.backend._sql(
-                "SELECT key, run, host, pid, token, expires FROM {claims} WHERE key = %s"
-            ),
-            (key,),
-        ).fetchone()
-        return None if row is None else _claim(row)
-
-    def put(self, claim: Claim) -> None:
-        owner = claim.owner
-        self.conn.execute(
-            self.backend._sql(
-                "INSERT INTO {claims} (key, run, host, pid, token, expires) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
-                "run = EXCLUDED.run, host = EXCLUDED.host, pid = EXCLUDED.pid, "
-                "token = EXCLUDED.token, expires = EXCLUDED.expires"
-            ),
-            (claim.key, claim.run, owner.host, owner.pid, owner.token, claim.expires),
-        )
-
-    def delete(self, key: str) -> None:
-        self.conn.execute(self.backend._sql("DELETE FROM {claims} WHERE key = %s"), (key,))
-
-    def all(self) -> list[Claim]:
-        rows = self.conn.execute(
-            self.backend._sql("SELECT key, run, host, pid, token, expires FROM {claims}")
-        ).fetchall()
-        return [_claim(row) for row in rows]
-
-    def record(self, ident: Identity, timestamp: str) -> None:
-        self.backend._ensure_table(self.conn, ident.names)
-        self.backend._insert(self.conn, ident, timestamp)
-
-
-def _claim(row: tuple[Any, ...]) -> Claim:
-    key, run, host, pid, token, expires = row
-    return Claim(str(key), str(run), Owner(str(host), int(pid), str(token)), float(expires))
+            yield SqlClaims(
+                conn,
+                f'"{self.claims_table}"',
+                "%s",
+                "INSERT INTO {table} (" + SqlClaims.COLUMNS + ") VALUES ({values}) "
+                "ON CONFLICT (key) DO UPDATE SET run = EXCLUDED.run, host = EXCLUDED.host, "
+                "pid = EXCLUDED.pid, token = EXCLUDED.token, expires = EXCLUDED.expires",
+                lambda ident: self._lookup(conn, ident),
+                record,
+            )

@@ -8,12 +8,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from stet._errors import StoreError, StoreLockTimeout
 from stet._identity import Identity
 from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, ClaimBook, Row, read_records
-from stet.backends._claims import Claim, Owner
+from stet.backends._claims import Claim, SqlClaims
 from stet.backends._filestore import _lock_timeout
 
 __all__ = ["SqliteBackend"]
@@ -30,46 +29,6 @@ _abandoned: list[sqlite3.Connection] = []
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-class _SqliteClaims:
-    """The claims of a SQLite store during one write transaction."""
-
-    def __init__(self, backend: SqliteBackend, conn: sqlite3.Connection) -> None:
-        self.backend = backend
-        self.conn = conn
-
-    def done(self, ident: Identity) -> bool:
-        return self.backend._lookup(self.conn, ident)
-
-    def get(self, key: str) -> Claim | None:
-        row = self.conn.execute(
-            f"SELECT key, run, host, pid, token, expires FROM {CLAIMS} WHERE key = ?", (key,)
-        ).fetchone()
-        return None if row is None else _claim(row)
-
-    def put(self, claim: Claim) -> None:
-        owner = claim.owner
-        self.conn.execute(
-            f"INSERT OR REPLACE INTO {CLAIMS} (key, run, host, pid, token, expires) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (claim.key, claim.run, owner.host, owner.pid, owner.token, claim.expires),
-        )
-
-    def delete(self, key: str) -> None:
-        self.conn.execute(f"DELETE FROM {CLAIMS} WHERE key = ?", (key,))
-
-    def all(self) -> list[Claim]:
-        rows = self.conn.execute(f"SELECT key, run, host, pid, token, expires FROM {CLAIMS}")
-        return [_claim(row) for row in rows]
-
-    def record(self, ident: Identity, timestamp: str) -> None:
-        self.backend._insert(self.conn, ident, timestamp)
-
-
-def _claim(row: tuple[Any, ...]) -> Claim:
-    key, run, host, pid, token, expires = row
-    return Claim(str(key), str(run), Owner(str(host), int(pid), str(token)), float(expires))
 
 
 class SqliteBackend(BaseBackend):
@@ -353,7 +312,7 @@ class SqliteBackend(BaseBackend):
             if found is None:
                 return []
             rows = conn.execute(f"SELECT key, run, host, pid, token, expires FROM {CLAIMS}")
-            return [c for c in map(_claim, rows) if not c.stale()]
+            return [c for c in map(SqlClaims.claim_of, rows) if not c.stale()]
 
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:
@@ -363,7 +322,14 @@ class SqliteBackend(BaseBackend):
                 f"CREATE TABLE IF NOT EXISTS {CLAIMS} (key TEXT PRIMARY KEY, run TEXT, "
                 "host TEXT, pid INTEGER, token TEXT, expires REAL)"
             )
-            yield _SqliteClaims(self, conn)
+            yield SqlClaims(
+                conn,
+                CLAIMS,
+                "?",
+                "INSERT OR REPLACE INTO {table} (" + SqlClaims.COLUMNS + ") VALUES ({values})",
+                lambda ident: self._lookup(conn, ident),
+                lambda ident, stamp: self._insert(conn, ident, stamp),
+            )
 
     def _select(self, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
         self._columns = self._read_columns(conn)
