@@ -925,77 +925,63 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("records in the store")
         ax.grid(True, which="major", alpha=0.3)
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for ext in STORES:
-        ys = [stores[ext][str(s)]["skip"]["median_us"] for s in sizes]
-        ax.plot(
-            sizes,
-            ys,
-            marker=MARKERS[ext],
-            markerfacecolor="none",
-            color=COLORS[ext],
-            label=f"stet {LABELS[ext]}",
-        )
-    ax.axhline(TARGET_SKIP_US, color="black", linestyle="--", label="target (≤ 20 µs)")
-    ax.axhline(
-        comp["joblib"]["hit"]["median_us"],
-        color="tab:purple",
-        linestyle=":",
-        label="joblib.Memory hit",
-    )
-    ax.axhline(
-        comp["diskcache"]["hit"]["median_us"],
-        color="tab:brown",
-        linestyle="-.",
-        label="diskcache memoize hit",
-    )
-    size_axis(ax)
-    ax.set_ylabel("median µs per call")
-    ax.set_title("Skip path: a call whose run is already recorded")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    written.append(out / "skip_path.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    def path_plot(
+        metric: str,
+        targets: list[tuple[float, str, str]],
+        peer: str,
+        title: str,
+        name: str,
+    ) -> None:
+        """One line per store for ``metric`` against store size, with targets and peers."""
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for ext in STORES:
+            ys = [stores[ext][str(s)][metric]["median_us"] for s in sizes]
+            ax.plot(
+                sizes,
+                ys,
+                marker=MARKERS[ext],
+                markerfacecolor="none",
+                color=COLORS[ext],
+                label=f"stet {LABELS[ext]}",
+            )
+        for value, color, label in targets:
+            ax.axhline(value, color=color, linestyle="--", label=label)
+        for tool, color, style, label in (
+            ("joblib", "tab:purple", ":", "joblib.Memory"),
+            ("diskcache", "tab:brown", "-.", "diskcache memoize"),
+        ):
+            ax.axhline(
+                comp[tool][peer]["median_us"],
+                color=color,
+                linestyle=style,
+                label=f"{label} {'hit' if peer == 'hit' else 'miss+store'}",
+            )
+        size_axis(ax)
+        ax.set_ylabel("median µs per call")
+        ax.set_title(title)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+        fig.tight_layout()
+        written.append(out / name)
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    for ext in STORES:
-        ys = [stores[ext][str(s)]["record"]["median_us"] for s in sizes]
-        ax.plot(
-            sizes,
-            ys,
-            marker=MARKERS[ext],
-            markerfacecolor="none",
-            color=COLORS[ext],
-            label=f"stet {LABELS[ext]}",
-        )
-    ax.axhline(
-        TARGET_RECORD_US["csv"],
-        color="black",
-        linestyle="--",
-        label="target CSV, SQLite (≤ 300 µs)",
+    path_plot(
+        "skip",
+        [(TARGET_SKIP_US, "black", "target (≤ 20 µs)")],
+        "hit",
+        "Skip path: a call whose run is already recorded",
+        "skip_path.png",
     )
-    ax.axhline(TARGET_RECORD_US["json"], color="gray", linestyle="--", label="target JSON (≤ 1 ms)")
-    ax.axhline(
-        comp["joblib"]["miss"]["median_us"],
-        color="tab:purple",
-        linestyle=":",
-        label="joblib.Memory miss+store",
+    path_plot(
+        "record",
+        [
+            (TARGET_RECORD_US["csv"], "black", "target CSV, SQLite (≤ 300 µs)"),
+            (TARGET_RECORD_US["json"], "gray", "target JSON (≤ 1 ms)"),
+        ],
+        "miss",
+        "Record path: a call with a new key (run, then record)",
+        "record_path.png",
     )
-    ax.axhline(
-        comp["diskcache"]["miss"]["median_us"],
-        color="tab:brown",
-        linestyle="-.",
-        label="diskcache miss+store",
-    )
-    size_axis(ax)
-    ax.set_ylabel("median µs per call")
-    ax.set_title("Record path: a call with a new key (run, then record)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    written.append(out / "record_path.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
 
     mil = results.get("million", {})
     groups = [*sizes, MILLION] if mil else sizes
