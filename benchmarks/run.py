@@ -913,6 +913,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     sizes = [int(s) for s in stores["csv"]]
     comp = results["comparison"]
     written = []
+    out.mkdir(parents=True, exist_ok=True)
 
     def size_axis(ax: Any) -> None:
         ax.set_xscale("log")
