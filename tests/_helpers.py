@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +27,19 @@ from stet.backends import get_backend
 EXTENSIONS = (".csv", ".json", ".sqlite", ".parquet")
 TESTS_DIR = Path(__file__).resolve().parent
 PYTHON = sys.executable
+
+#: Whether tests may start processes with multiprocessing's "fork" method. Windows has
+#: no fork. macOS has it, but the system libraries this process has loaded (Accelerate
+#: through numpy, libdispatch, the Objective-C runtime) are not fork-safe and CPython
+#: defaults to "spawn" there, so tests spawn instead (or skip a fork-only variant).
+CAN_FORK = sys.platform != "darwin" and "fork" in multiprocessing.get_all_start_methods()
+#: The start method for tests that want fork but work with spawn too.
+FORK = "fork" if CAN_FORK else "spawn"
+NO_FORK = "multiprocessing's fork start method is missing (Windows) or unsafe (macOS)"
+
+#: The return code of a child stopped by ``Popen.kill()``: SIGKILL on POSIX, and on
+#: Windows (no signals) TerminateProcess with exit code 1.
+KILLED = 1 if sys.platform == "win32" else -signal.SIGKILL
 
 #: What stet writes in ``_stet_timestamp``: UTC ISO 8601 with microseconds.
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}\+00:00$")
@@ -333,8 +348,26 @@ def in_unprivileged_child(action: Callable[[], object]) -> tuple[str, str, objec
     to make read-only files and directories read-only even when the tests run as
     root. Everything the action needs must be imported before calling this (the
     child may not be allowed to read the interpreter's files).
+
+    Where the tests do not fork (macOS; see `CAN_FORK`) a process that is not root
+    has nothing to give up, so the action runs in this process, with ``os.environ``
+    restored afterwards. Not for Windows, which has no user ids.
     """
-    import multiprocessing
+    if sys.platform == "win32":
+        raise RuntimeError("in_unprivileged_child needs POSIX user ids")
+    if not CAN_FORK:
+        if os.getuid() == 0:
+            import pytest
+
+            pytest.skip(f"cannot give up root without forking: {NO_FORK}")
+        environ = dict(os.environ)
+        try:
+            return ("ok", "", action())
+        except Exception as exc:
+            return ("error", type(exc).__name__, str(exc))
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
 
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe(duplex=False)

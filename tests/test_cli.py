@@ -85,7 +85,7 @@ def test_reset_where_unknown_column_is_one_line_error(tmp_path: Path) -> None:
     _fill(store)
     before = store.read_bytes()
     out = run("reset", "runs.csv", "--where", "alpah=0.1", cwd=tmp_path)
-    assert out.returncode == 1
+    assert out.returncode == 2  # a usage mistake
     assert "key columns are: alpha, seed" in out.stderr
     assert "Traceback" not in out.stderr
     assert store.read_bytes() == before
@@ -101,6 +101,22 @@ def test_reset_all_needs_yes_without_a_terminal(tmp_path: Path) -> None:
     out = run("reset", "runs.json", "--yes", cwd=tmp_path)
     assert out.returncode == 0
     assert get_backend(store).load() == []
+
+
+def test_reset_where_matching_nothing_exits_1(tmp_path: Path) -> None:
+    _fill(tmp_path / "runs.csv")
+    out = run("reset", "runs.csv", "--where", "alpha=0.9", "--where", "seed=1", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "No record matches" in out.stdout
+    assert len(get_backend(tmp_path / "runs.csv").load()) == 4
+
+
+def test_import_with_a_short_row_imports_nothing(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_text("alpha,seed\n0.1,1\n0.2\n")
+    out = run("import", "results.csv", "--key", "alpha,seed", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "data row 2" in out.stderr
+    assert not (tmp_path / "_stet_store.csv").exists()
 
 
 def test_bad_where_syntax(tmp_path: Path) -> None:

@@ -140,3 +140,23 @@ def test_table_of_another_shape_is_refused_untouched(postgres_server: str) -> No
 def test_bad_table_name_in_url(postgres_server: str) -> None:
     with pytest.raises(ValueError, match="not an identifier"):
         get_backend(f"{postgres_server}?table=drop;table")
+
+
+def test_table_name_with_capitals_is_found_again(postgres_server: str) -> None:
+    """Regression: to_regclass folded the unquoted name, so a new process missed it."""
+    url = f"{postgres_server}?table=Mixed_{os.getpid()}"
+    get_backend(url).record({"x": 1})
+    fresh = get_backend(url)
+    assert fresh.exists()
+    assert fresh.has({"x": 1})
+
+
+def test_status_on_a_store_without_claims_creates_nothing(
+    postgres_url: str, postgres_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    get_backend(postgres_url).record({"x": 1})
+    stet.status(postgres_url)
+    table = postgres_url.rsplit("table=", 1)[1]
+    with psycopg.connect(postgres_server) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f"{table}_claims",)).fetchone()
+    assert found == (None,)

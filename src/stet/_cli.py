@@ -76,7 +76,7 @@ def _show(store: str, limit: int) -> None:
         print(f"({len(shown)} most recent of {len(rows)} runs; --limit 0 shows all)")
 
 
-def _reset(store: str, where: list[str], yes: bool) -> None:
+def _reset(store: str, where: list[str], yes: bool) -> int:
     if where:
         key: dict[str, str] = {}
         for item in where:
@@ -84,8 +84,15 @@ def _reset(store: str, where: list[str], yes: bool) -> None:
             if not sep:
                 raise _UserError(f"--where {item!r}: expected NAME=VALUE, e.g. alpha=0.1")
             key[name.strip()] = value
-        reset(store, key)
-        return
+        backend = get_backend(store)
+        columns = backend.key_columns() if backend.exists() else []
+        unknown = [name for name in key if name not in columns]
+        if backend.exists() and unknown:
+            raise _UserError(
+                f"--where {', '.join(unknown)}: not a key column of {store}; its key columns "
+                f"are: {', '.join(columns) or '(none)'}. Nothing was removed."
+            )
+        return 0 if reset(store, key) else 1  # 1: no record matched, nothing removed
     if not yes and not sys.stdin.isatty():
         raise _UserError(
             f"refusing to clear {store} without confirmation: pass --yes, or --where "
@@ -97,8 +104,9 @@ def _reset(store: str, where: list[str], yes: bool) -> None:
             raise FileNotFoundError(f"stet: no store at {store}")
         backend.clear()
         print(f"[stet] Store cleared: {store}")
-        return
+        return 0
     reset(store)
+    return 0
 
 
 def _import(results: str, key: str, store: str) -> None:
@@ -121,12 +129,15 @@ def _import(results: str, key: str, store: str) -> None:
                 f"{results} has no column {', '.join(map(repr, missing))}; its columns are: "
                 f"{', '.join(reader.fieldnames or [])}"
             )
-        for row in reader:
-            total += 1
+        keys: list[dict[str, str]] = []
+        for number, row in enumerate(reader, 1):
             values = {n: row[n] for n in names}
             if None in values.values():
-                raise _UserError(f"{results}, data row {total}: too few fields")
-            added += backend.add(Identity.of_text(values), utc_now())
+                raise _UserError(f"{results}, data row {number}: too few fields; nothing imported")
+            keys.append(values)
+    for values in keys:  # every row checked first: an import is all or nothing
+        total += 1
+        added += backend.add(Identity.of_text(values), utc_now())
     print(
         f"[stet] Imported {added} runs from {results} into {store} "
         f"({total - added} already recorded)"
@@ -142,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "show":
             _show(args.store, args.limit)
         elif args.command == "reset":
-            _reset(args.store, args.where, args.yes)
+            return _reset(args.store, args.where, args.yes)
         elif args.command == "import":
             _import(args.results, args.key, args.store)
     except _UserError as exc:

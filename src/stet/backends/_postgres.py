@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from stet._errors import StoreError
 from stet._identity import Identity
 from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, ClaimBook, Row, read_records
-from stet.backends._claims import SqlClaims
+from stet.backends._claims import Claim, SqlClaims
 
 __all__ = ["PostgresBackend"]
 
@@ -100,7 +101,14 @@ class PostgresBackend(BaseBackend):
 
     def _connect(self) -> Any:
         psycopg = _psycopg()
-        timeout = int(float(os.environ.get("STET_CONNECT_TIMEOUT", "10")))
+        text = os.environ.get("STET_CONNECT_TIMEOUT", "10")
+        try:
+            # libpq takes whole seconds and treats 0 as "wait forever": round up.
+            timeout = max(1, math.ceil(float(text)))
+        except ValueError:
+            raise ValueError(
+                f"stet: STET_CONNECT_TIMEOUT={text!r} is not a number of seconds"
+            ) from None
         try:
             return psycopg.connect(self._conninfo, autocommit=True, connect_timeout=timeout)
         except psycopg.OperationalError as exc:
@@ -180,7 +188,7 @@ class PostgresBackend(BaseBackend):
 
     def _table_ready(self, conn: Any) -> bool:
         if not self._has_table:
-            found = conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()
+            found = conn.execute("SELECT to_regclass(%s)", (f'"{self.table}"',)).fetchone()
             self._has_table = found is not None and found[0] is not None
         return self._has_table
 
@@ -272,6 +280,14 @@ class PostgresBackend(BaseBackend):
     def key_columns(self) -> list[str]:
         with self._db() as conn:
             return [c for c in self._columns(conn) if not c.startswith("_stet_")]
+
+    def in_progress(self) -> list[Claim]:
+        with self._db() as conn:  # read only: status must work for a SELECT-only user
+            found = conn.execute("SELECT to_regclass(%s)", (f'"{self.claims_table}"',)).fetchone()
+            if found is None or found[0] is None:
+                return []
+            rows = conn.execute(f'SELECT {SqlClaims.COLUMNS} FROM "{self.claims_table}"').fetchall()
+        return [c for c in map(SqlClaims.claim_of, rows) if not c.stale()]
 
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:

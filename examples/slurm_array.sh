@@ -1,0 +1,24 @@
+#!/bin/bash
+# A Slurm array job whose tasks share one sweep through a PostgreSQL store.
+#
+# Every task runs examples/workers_sweep.py over the whole grid. The sweep decorates its
+# function with stet.once(claim=True), so each run is started by one task only, and a
+# run whose task died is taken over by another task once its lease has expired.
+# Resubmitting the array after a time limit is safe: completed runs are skipped.
+#
+#   export STET_STORE_URL="postgresql://me@db.example.org/experiments?table=workers"
+#   sbatch examples/slurm_array.sh
+#
+# Keep the password out of the URL (it would show in the process list): put it in
+# ~/.pgpass on the cluster. Submit from the repository's top directory.
+#
+#SBATCH --job-name=stet-sweep
+#SBATCH --array=0-7
+#SBATCH --cpus-per-task=1
+#SBATCH --time=01:00:00
+#SBATCH --output=stet-sweep-%A_%a.out
+set -euo pipefail
+
+: "${STET_STORE_URL:?set STET_STORE_URL to a postgresql:// URL before calling sbatch}"
+cd "${SLURM_SUBMIT_DIR:-.}"
+python examples/workers_sweep.py "$STET_STORE_URL"
