@@ -94,8 +94,8 @@ def _clip(text: str, limit: int = 60) -> str:
 class _Runner:
     """Everything ``once`` knows about one decorated function.
 
-    It pickles as its configuration (function, store, key, quiet); the backend is
-    looked up again in the process that unpickles it.
+    It pickles as its configuration (function, store, key, quiet, claim, lease); the
+    backend is looked up again in the process that unpickles it.
     """
 
     def __init__(
@@ -354,16 +354,6 @@ class _Heartbeat(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join()
-
-
-def _points(grid: Any) -> Iterator[Any]:
-    """The points of a grid: a dict of lists means their product, as dicts."""
-    if isinstance(grid, Mapping):
-        names = list(grid)
-        for combo in itertools.product(*(grid[n] for n in names)):
-            yield dict(zip(names, combo, strict=True))
-        return
-    yield from grid
 
 
 def _build(runner: _Runner) -> Any:
