@@ -62,7 +62,7 @@ _SCALAR_TAGS: dict[type, str] = {
 # Separators that cannot appear in a parameter name or a type tag; they only frame the
 # hashed identity string, never a stored cell.
 _FIELD = "\x1e"
-_ITEM = "\x1f"
+_ITEM = ITEM = "\x1f"
 
 
 class _Unfaithful(Exception):
@@ -248,6 +248,7 @@ def parse_types(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _digest(text: str) -> bytes:
+    # CellPlan.digest (backends/_base.py) inlines this for speed: keep the two alike.
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 

@@ -124,6 +124,7 @@ class CsvBackend(FileBackend):
             csv.reader(io.StringIO(text, newline="")),
             self.bad,
             f"record {{}} after byte {start}".format,
+            all_text=True,
         )
 
     @staticmethod
