@@ -25,7 +25,7 @@ KEYS = range(int(sys.argv[4]) if len(sys.argv) > 4 else 40)
 
 def log(line: str) -> None:
     if LOG:
-        with open(LOG, "a") as fh:  # one short write per line: appends never interleave
+        with open(LOG, "a") as fh:  # a short append: whole lines on POSIX systems
             fh.write(line + "\n")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from filelock import FileLock
+
 import stet
 
 STORE = os.environ.get("STET_SWEEP_STORE", "_sweep_store.csv")
@@ -18,6 +20,8 @@ def experiment(x: int, tag: str = "a") -> int:
     """Append one line per execution to $STET_SWEEP_LOG; return twice ``x``."""
     log = os.environ.get("STET_SWEEP_LOG")
     if log:
-        with open(log, "a", encoding="utf-8") as fh:
+        # Appends from two processes can overwrite each other on Windows (its C runtime
+        # seeks to the end, then writes), so the log has a lock of its own.
+        with FileLock(log + ".lock"), open(log, "a", encoding="utf-8") as fh:
             fh.write(f"{x} {tag} {os.getpid()}\n")
     return x * 2

@@ -11,6 +11,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -244,6 +245,11 @@ def test_empty_sqlite_database_just_works(tmp_path: Path) -> None:
 
 # -- read-only files and directories ---------------------------------------------------
 
+#: Windows has no POSIX users to drop root to, and no mode bits on directories.
+posix_permissions = pytest.mark.skipif(
+    sys.platform == "win32", reason="needs POSIX users (os.getuid/setuid) and mode bits"
+)
+
 
 @pytest.fixture
 def open_dir() -> Iterator[Path]:
@@ -303,6 +309,7 @@ def _assert_clear_write_error(path: Path, outcome: tuple[str, str, object]) -> N
     assert str(path) in str(message), f"the message does not name the file: {outcome}"
 
 
+@posix_permissions
 def test_read_only_file(open_dir: Path, ext: str) -> None:
     path = open_dir / f"runs{ext}"
     make_store(path, 5)
@@ -327,6 +334,7 @@ def test_read_only_file(open_dir: Path, ext: str) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o444
 
 
+@posix_permissions
 def test_read_only_directory(open_dir: Path, ext: str) -> None:
     store_dir = open_dir / "ro"
     store_dir.mkdir()

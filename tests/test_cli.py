@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -11,12 +15,24 @@ import pytest
 import stet
 from stet.backends import get_backend
 
-SCRIPT = Path(sys.executable).parent / "stet"
+
+@functools.cache
+def script() -> str:
+    """The installed ``stet`` console script: ``bin/stet``, or ``Scripts\\stet.exe`` on
+    Windows, which is not next to ``python.exe`` outside a virtual environment."""
+    folders = [
+        sysconfig.get_path("scripts"),
+        sysconfig.get_path("scripts", sysconfig.get_preferred_scheme("user")),
+        os.path.dirname(sys.executable),
+    ]
+    found = shutil.which("stet", path=os.pathsep.join(folders))
+    assert found, f"no stet console script in {folders}: pip install -e ."
+    return found
 
 
 def run(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=60
+        [script(), *args], cwd=cwd, capture_output=True, text=True, input=stdin, timeout=60
     )
 
 

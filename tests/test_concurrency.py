@@ -1,9 +1,10 @@
 """Many processes and threads sharing one store (SPEC S5, concurrency).
 
-Real processes (fork and spawn) synchronised with Barriers and Events. Parquet rewrites
-the whole file for every record (the format cannot append), so its sweeps use fewer
-keys per thread to keep this file well under a minute on 2 cores; the other formats
-record the full 4 processes x 4 threads x 250 keys = 4,000 records.
+Real processes (fork and spawn) synchronised with Barriers and Events; where the tests
+do not fork (Windows, macOS: see ``_helpers.CAN_FORK``) they are all spawned. Parquet
+rewrites the whole file for every record (the format cannot append), so its sweeps use
+fewer keys per thread to keep this file well under a minute on 2 cores; the other
+formats record the full 4 processes x 4 threads x 250 keys = 4,000 records.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from _helpers import check_row, read_standard, read_until_done, write_in_halves, write_keys
+from _helpers import (
+    CAN_FORK,
+    FORK,
+    check_row,
+    read_standard,
+    read_until_done,
+    write_in_halves,
+    write_keys,
+)
 from stet.backends import get_backend
 
 PROCS = 4
@@ -60,7 +69,7 @@ def _assert_store_holds(store: Path, expected: set[tuple[int, int, int]]) -> Non
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("mode", "start"), [("backend", "fork"), ("decorator", "spawn")])
+@pytest.mark.parametrize(("mode", "start"), [("backend", FORK), ("decorator", "spawn")])
 def test_processes_and_threads_record_every_key_once(
     store: Path, ext: str, mode: str, start: str
 ) -> None:
@@ -94,7 +103,7 @@ def test_readers_never_see_a_torn_record(store: Path, ext: str) -> None:
     writers_n, threads, readers_n = 2, 2, 2
     keys = 200 if ext != ".parquet" else 30
     total = writers_n * threads * keys
-    fork = multiprocessing.get_context("fork")
+    fork: Any = multiprocessing.get_context(FORK)
     spawn = multiprocessing.get_context("spawn")
     # Events and the Barrier come from the spawn context; they work in forked children too.
     writers = spawn.Barrier(writers_n)
@@ -138,7 +147,9 @@ def test_many_processes_create_a_new_store_at_once(tmp_path: Path, ext: str) -> 
     not exist yet (a cluster array job starting). Repeated, as the race is short."""
     # The race is short: SQLite's first open switches the new database to WAL mode.
     procs_n, trials = 8, {".csv": 15, ".json": 15, ".sqlite": 80, ".parquet": 10}[ext]
-    ctx = multiprocessing.get_context("fork")
+    if not CAN_FORK:
+        trials = min(trials, 10)  # spawning 8 interpreters per trial is slow
+    ctx: Any = multiprocessing.get_context(FORK)
     for trial in range(trials):
         store = tmp_path / f"new{trial}{ext}"
         barrier = ctx.Barrier(procs_n)

@@ -386,6 +386,10 @@ def test_reset_helper_removes_records_of_0_0_x_and_imports(store: Path) -> None:
     assert calls == [(0.1, 2)]
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="stet cannot tell whether a pid is alive on Windows (pid_alive says yes)",
+)
 def test_orphaned_temporary_files_are_cleaned(tmp_path: Path) -> None:
     """A rewrite killed before its rename leaves .NAME.PID.stet-tmp; the next one removes it."""
     done = subprocess.run(

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import itertools
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from stet._identity import canonical, identity_of
         (float("inf"), "inf"),
         (-0.0, "-0.0"),
         (2**70, str(2**70)),
-        (Path("/data/x.csv"), "/data/x.csv"),
+        (Path("/data/x.csv"), "/data/x.csv".replace("/", os.sep)),  # \data\x.csv on Windows
     ],
 )
 def test_scalars_use_str_like_0_0_x(value: Any, text: str) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import pytest
 from filelock import FileLock
 
 import stet
-from _helpers import PYTHON, child_env, in_unprivileged_child, read_standard
+from _helpers import CAN_FORK, NO_FORK, PYTHON, child_env, in_unprivileged_child, read_standard
 from stet.backends import get_backend
 
 FILE_STORES = [".csv", ".json", ".parquet"]
@@ -59,7 +59,8 @@ def test_stale_lock_file_never_blocks(
 def test_lock_file_left_by_a_killed_holder_never_blocks(
     tmp_path: Path, store: Path, ext: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A process killed with SIGKILL while it held the lock leaves the file behind."""
+    """A process killed with SIGKILL (TerminateProcess on Windows) while it held the
+    lock leaves the file behind."""
     monkeypatch.setenv("STET_LOCK_TIMEOUT", "1")
     lock = f"{store}.lock"
     script = tmp_path / "holder.py"
@@ -78,11 +79,15 @@ def test_lock_file_left_by_a_killed_holder_never_blocks(
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "held\n"
-    os.kill(proc.pid, signal.SIGKILL)
+    proc.kill()
     proc.communicate()
     assert _use(store) == ["1", "2"]
 
 
+@pytest.mark.skipif(
+    sys.platform == "win32",
+    reason="needs POSIX users (os.getuid/setuid) and mode bits; Windows has neither",
+)
 @pytest.mark.parametrize("ext", FILE_STORES)
 def test_lock_file_left_by_another_user(ext: str) -> None:
     """stet creates lock files every user may open (mode 0o666), so one left behind by
@@ -140,7 +145,9 @@ def _hold_sqlite_write(path: str, held: Any, release: Any) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("start", ["fork", "spawn"])
+@pytest.mark.parametrize(
+    "start", [pytest.param("fork", marks=pytest.mark.skipif(not CAN_FORK, reason=NO_FORK)), "spawn"]
+)
 def test_lock_held_by_live_process_times_out_naming_the_lock(
     store: Path, ext: str, start: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

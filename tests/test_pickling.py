@@ -22,7 +22,7 @@ import cloudpickle  # type: ignore[import-untyped]
 import pytest
 
 import stet
-from _helpers import child_env, run_python
+from _helpers import CAN_FORK, NO_FORK, child_env, run_python
 from stet.backends import get_backend
 
 N = 12
@@ -35,6 +35,7 @@ import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
 
 import stet
+from filelock import FileLock
 
 STORE = os.environ["STET_SWEEP_STORE"]
 LOG = os.environ["STET_SWEEP_LOG"]
@@ -45,7 +46,9 @@ else:
 
     @stet.once(store=STORE, quiet=True)
     def experiment(x: int, tag: str = "a") -> int:
-        with open(LOG, "a", encoding="utf-8") as fh:
+        # Appends from two processes can overwrite each other on Windows (its C runtime
+        # seeks to the end, then writes), so the log has a lock of its own.
+        with FileLock(LOG + ".lock"), open(LOG, "a", encoding="utf-8") as fh:
             fh.write(f"{x} {tag} {os.getpid()}\n")
         return x * 2
 
@@ -97,7 +100,16 @@ def _run_sweep(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["fork", "spawn", "executor", "executor-spawn", "loky"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("fork", marks=pytest.mark.skipif(not CAN_FORK, reason=NO_FORK)),
+        "spawn",
+        "executor",  # the platform's default start method
+        "executor-spawn",
+        "loky",
+    ],
+)
 @pytest.mark.parametrize("where", ["module", "main"])
 def test_sweep_in_worker_pool_then_rerun_executes_nothing(
     tmp_path: Path, store: Path, where: str, mode: str

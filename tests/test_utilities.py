@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +51,11 @@ def test_reset_without_tty_clears(store: Path, capsys: pytest.CaptureFixture[str
     assert get_backend(store).load() == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal (pty): not on Windows")
 @pytest.mark.parametrize(("answer", "cleared"), [("n", False), ("", False), ("y", True)])
 def test_reset_asks_on_a_real_tty(store: Path, answer: str, cleared: bool) -> None:
+    import pty  # POSIX only: importing it fails on Windows
+
     _fill(store)
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
@@ -65,7 +67,9 @@ def test_reset_asks_on_a_real_tty(store: Path, answer: str, cleared: bool) -> No
     os.close(secondary)
     output = b""
     while b"[y/N]" not in output:
-        output += os.read(main, 1024)
+        chunk = os.read(main, 1024)  # once the child is gone: OSError on Linux, b"" on BSDs
+        assert chunk, f"the child exited without asking: {output!r}"
+        output += chunk
     os.write(main, answer.encode() + b"\n")
     proc.wait(timeout=30)
     try:

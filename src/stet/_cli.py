@@ -146,6 +146,10 @@ def _import(results: str, key: str, store: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``stet`` command; return its exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A store may hold text the console's code page lacks (Windows): escape it.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     try:
         if args.command == "status":

@@ -87,6 +87,15 @@ def _quiet_from_env() -> bool | None:
     return None
 
 
+def _say(text: str) -> None:
+    """Print a line; characters the console cannot show are escaped, never fatal."""
+    try:
+        print(text, file=sys.stdout)
+    except UnicodeEncodeError:
+        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+        print(text.encode(encoding, "backslashreplace").decode(encoding), file=sys.stdout)
+
+
 def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -187,10 +196,9 @@ class _Runner:
         self._skips += 1
         if quiet is None and self._skips > SKIP_LINES:
             if self._skips == SKIP_LINES + 1:
-                print(
+                _say(
                     f"[stet] Skipping more completed runs of {self.name} without a line "
-                    "each (STET_QUIET=0 shows every skip, STET_QUIET=1 none)",
-                    file=sys.stdout,
+                    "each (STET_QUIET=0 shows every skip, STET_QUIET=1 none)"
                 )
             return
         shown = ", ".join(
@@ -199,13 +207,12 @@ class _Runner:
         )
         if busy is not None:
             owner = busy.owner
-            print(
+            _say(
                 f"[stet] Skipping {self.name}({shown}): another worker is running it "
-                f"({owner.host}, pid {owner.pid})",
-                file=sys.stdout,
+                f"({owner.host}, pid {owner.pid})"
             )
             return
-        print(f"[stet] Skipping {self.name}({shown})", file=sys.stdout)
+        _say(f"[stet] Skipping {self.name}({shown})")
 
     def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Call | None:
         """Decide whether a call runs: None to skip it, else the run to wrap it in."""

@@ -35,7 +35,7 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     if os.name == "nt":
-        return True  # os.kill(pid, 0) would terminate it on Windows; the lease decides
+        return _windows_pid_alive(pid)  # os.kill(pid, 0) would terminate the process
 
     try:
         os.kill(pid, 0)
@@ -46,6 +46,25 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # cannot tell (e.g. Windows quirks): assume alive, the lease decides
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined,unused-ignore]
+    query_limited_information = 0x1000
+    still_active = 259
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:
+        # No such process, or one we may not inspect: only the former is dead.
+        return bool(kernel32.GetLastError() == 5)  # ERROR_ACCESS_DENIED
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records
-from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._filestore import BINARY, FileBackend, Parsed
 
 __all__ = ["CsvBackend"]
 
@@ -152,7 +152,7 @@ class CsvBackend(FileBackend):
                 fh.seek(size - 1)
                 if fh.read(1) != b"\n":
                     data = b"\n" + data  # a hand-written last line without a newline
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | BINARY)
         try:
             # One write call normally; a short write (disk full, size limit) is
             # continued, and its error raised, so a torn record is never "recorded".

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | BINARY, mode)
     try:
         view = memoryview(data)
         while view:
@@ -101,9 +102,29 @@ def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.replace(tmp, path)
+    _replace(tmp, path)
     if durable:
         _fsync_dir(directory)
+
+
+#: Windows opens files made by os.open in text mode (turning \n into \r\n) unless told.
+BINARY = getattr(os, "O_BINARY", 0)
+
+
+def _replace(tmp: str, path: str) -> None:
+    """``os.replace``, retried briefly when Windows refuses it.
+
+    There another program holding the store open (a spreadsheet, a virus scanner)
+    makes the rename fail for a moment.
+    """
+    for attempt in range(50):
+        try:
+            os.replace(tmp, path)
+            return
+        except PermissionError:
+            if os.name != "nt" or attempt == 49:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 def _remove_orphans(directory: str, name: str) -> None:
@@ -483,7 +504,8 @@ class FileBackend(BaseBackend):
     def in_progress(self) -> list[Claim]:
         if not os.path.exists(self.claims_path):
             return []  # no worker ever claimed a run here: no need to lock
-        return super().in_progress()
+        with self._locked():  # read only: works on a store made read-only too
+            return [c for c in self._load_claims().values() if not c.stale()]
 
     def _load_claims(self) -> dict[str, Claim]:
         try:

@@ -113,6 +113,7 @@ class SqliteBackend(BaseBackend):
         directory = os.path.dirname(self.path)
         if directory:
             os.makedirs(directory, exist_ok=True)
+        conn = None
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -139,10 +140,16 @@ class SqliteBackend(BaseBackend):
             conn.execute("PRAGMA synchronous=NORMAL")
             if self._columns:
                 self._upgrade(conn)
-        except sqlite3.OperationalError as exc:
-            raise self._explain(exc) from None
-        except sqlite3.DatabaseError as exc:
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()  # else Windows keeps the rejected file locked
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self._explain(exc) from None
             raise self.bad(str(exc)) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         return conn
 
     def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
