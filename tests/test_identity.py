@@ -261,3 +261,29 @@ def test_nan_is_the_same_run_as_nan(store: Path) -> None:
     f(float("nan"))
     f(np.float64("nan"))
     assert len(calls) == 1
+
+
+_axis = st.lists(_scalars, min_size=1, max_size=4, unique_by=lambda v: (type(v), repr(v)))
+
+
+@pytest.mark.parametrize("ext", [".csv", ".sqlite"])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(a=_axis, b=_axis, data=st.data())
+def test_pending_agrees_with_has_point_by_point(
+    tmp_path: Path, ext: str, a: list[Any], b: list[Any], data: st.DataObject
+) -> None:
+    """pending() builds digests from per-axis pieces; it must match a call's identity."""
+    store = tmp_path / f"grid{next(_example)}{ext}"
+
+    @stet.once(store=store, quiet=True)
+    def f(a: Any, b: Any, c: int = 3) -> None:
+        pass
+
+    points = [{"a": x, "b": y} for x in a for y in b]
+    for point in data.draw(st.lists(st.sampled_from(points), max_size=len(points))):
+        f(**point)
+    expected = [p for p in points if not f.has(**p)]
+    assert list(f.pending({"a": a, "b": b})) == expected
+    assert list(f.pending(points)) == expected

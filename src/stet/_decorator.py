@@ -11,9 +11,18 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from stet._identity import DigestPlan, Identity, check_name, identity_of, identity_pair
+from stet._identity import (
+    Identity,
+    check_name,
+    digest_of,
+    digest_part,
+    identity_of,
+    identity_pair,
+    text_digest_of,
+    text_part,
+)
 from stet.backends import BaseBackend, is_url, open_store
-from stet.backends._base import Row, utc_now
+from stet.backends._base import Lookup, Row, utc_now
 from stet.backends._claims import Claim, Outcome, Owner
 
 __all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
@@ -239,7 +248,7 @@ class _Runner:
         if isinstance(grid, Mapping):
             names = list(grid)
             axes = [list(grid[name]) for name in names]
-            pairs: Iterable[tuple[Any, Identity]] = self._product(names, axes)
+            pairs: Iterable[tuple[Any, Lookup]] = self._product(names, axes)
 
             def materialize(index: Any) -> Any:
                 return {name: axes[i][index[i]] for i, name in enumerate(names)}
@@ -263,7 +272,9 @@ class _Runner:
             return self.identity(point, {})
         return self.identity((point,), {})
 
-    def _product(self, names: list[str], axes: list[list[Any]]) -> Iterator[tuple[Any, Identity]]:
+    def _product(
+        self, names: list[str], axes: list[list[Any]]
+    ) -> Iterator[tuple[Any, Identity | _GridPoint]]:
         """Index tuples of a dict-of-lists grid, with each point's identity.
 
         Each value is canonicalised once per axis, not once per point, so a grid of a
@@ -288,23 +299,49 @@ class _Runner:
                         "which has no default"
                     )
                 fixed[key] = identity_pair(key, default, self.name)
-        key_axes = [i for i, name in enumerate(names) if name in self.key]
-        canon = {i: [identity_pair(names[i], v, self.name) for v in axes[i]] for i in key_axes}
-        key_names = tuple(self.key)
-        plan = DigestPlan(key_names)
-        slot_of = {name: k for k, name in enumerate(key_names)}
-        slots = [(slot_of[names[i]], i) for i in key_axes]
-        base_tags = [""] * len(key_names)
-        base_texts = [""] * len(key_names)
-        for name, (tag, text) in fixed.items():
-            base_tags[slot_of[name]] = tag
-            base_texts[slot_of[name]] = text
+        # Each key parameter's digest pieces are computed once per axis value; a point
+        # then only joins its pieces (sorted by name) and hashes them.
+        axis_of = {name: i for i, name in enumerate(names)}
+        typed: list[tuple[list[str], int | None]] = []
+        by_text: list[tuple[list[str], int | None]] = []
+        for key in sorted(self.key):
+            if key in axis_of:
+                i = axis_of[key]
+                pairs = [identity_pair(key, v, self.name) for v in axes[i]]
+                typed.append(([digest_part(key, tag, text) for tag, text in pairs], i))
+                by_text.append(([text_part(key, text) for _, text in pairs], i))
+            else:
+                tag, text = fixed[key]
+                typed.append(([digest_part(key, tag, text)], None))
+                by_text.append(([text_part(key, text)], None))
         for index in itertools.product(*(range(len(axis)) for axis in axes)):
-            tags = base_tags[:]
-            texts = base_texts[:]
-            for slot, i in slots:
-                tags[slot], texts[slot] = canon[i][index[i]]
-            yield index, plan.identity(tuple(tags), tuple(texts))
+            parts = [p[0 if i is None else index[i]] for p, i in typed]
+            yield index, _GridPoint(digest_of(parts), index, by_text)
+
+
+class _GridPoint:
+    """A grid point's digest, and its text-only digest computed only when asked.
+
+    Stores holding records matched by text alone (written by 0.0.x, or imported) also
+    look points up by ``legacy``; most stores never ask for it.
+    """
+
+    __slots__ = ("by_text", "digest", "index")
+
+    def __init__(
+        self,
+        digest: bytes,
+        index: tuple[int, ...],
+        by_text: list[tuple[list[str], int | None]],
+    ) -> None:
+        self.digest = digest
+        self.index = index
+        self.by_text = by_text
+
+    @property
+    def legacy(self) -> bytes:
+        index = self.index
+        return text_digest_of([p[0 if i is None else index[i]] for p, i in self.by_text])
 
 
 class _Call:

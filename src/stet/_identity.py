@@ -308,25 +308,24 @@ def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     )
 
 
-class DigestPlan:
-    """Builds identities for many calls with the same key names, quickly."""
+def digest_part(name: str, tag: str, text: str) -> str:
+    """One key parameter's piece of a typed digest (see ``digest_plan``)."""
+    return f"{name}{_FIELD}{tag}{_FIELD}{len(text)}:{text}"
 
-    __slots__ = ("_names_sorted", "_order", "names")
 
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        self._order = tuple(sorted(range(len(names)), key=names.__getitem__))
-        self._names_sorted = tuple(f"{names[i]}{_FIELD}" for i in self._order)
+def digest_of(parts: list[str]) -> bytes:
+    """The typed digest of a record from its ``digest_part`` pieces, sorted by name."""
+    return _digest("T" + _ITEM.join(parts))
 
-    def identity(self, tags: tuple[str, ...], texts: tuple[str, ...]) -> Identity:
-        """The identity with these tags and texts (same result as ``Identity(...)``)."""
-        if "text" in tags:
-            return Identity(self.names, tags, texts)
-        parts = [
-            f"{n}{tags[i]}{_FIELD}{len(texts[i])}:{texts[i]}"
-            for n, i in zip(self._names_sorted, self._order, strict=True)
-        ]
-        return Identity(self.names, tags, texts, digest=_digest("T" + _ITEM.join(parts)))
+
+def text_part(name: str, text: str) -> str:
+    """One key parameter's piece of a text-only digest (see ``legacy_digest``)."""
+    return f"{name}{_FIELD}{len(text)}:{text}"
+
+
+def text_digest_of(parts: list[str]) -> bytes:
+    """The text-only digest of a record from its ``text_part`` pieces, sorted by name."""
+    return _digest("L" + _ITEM.join(parts))
 
 
 class Identity:

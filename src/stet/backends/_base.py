@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from hashlib import blake2b
-from typing import Any, ClassVar, NamedTuple, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol, cast
 
 from stet._identity import (
     ITEM,
@@ -23,7 +23,7 @@ from stet._identity import (
 )
 from stet.backends._claims import Claim, Outcome, Owner
 
-__all__ = ["BaseBackend", "ClaimBook", "Row", "utc_now"]
+__all__ = ["BaseBackend", "ClaimBook", "Lookup", "Row", "utc_now"]
 
 TIMESTAMP = "_stet_timestamp"
 TYPES = "_stet_types"
@@ -75,6 +75,20 @@ def describe(ident: Identity) -> str:
         f"{n}={t!r}" if g == "str" else f"{n}={t}"
         for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
     )
+
+
+class Lookup(Protocol):
+    """What a batched lookup needs of an identity: its typed and text-only digests."""
+
+    @property
+    def digest(self) -> bytes:
+        """The typed digest."""
+        ...
+
+    @property
+    def legacy(self) -> bytes:
+        """The digest under text-only matching (may be computed on demand)."""
+        ...
 
 
 class ClaimBook(Protocol):
@@ -185,9 +199,9 @@ class BaseBackend(ABC):
     def contains(self, ident: Identity) -> bool:
         """Whether a completed run with exactly this identity is recorded."""
 
-    def completed(self, idents: list[Identity]) -> list[bool]:
+    def completed(self, idents: Sequence[Lookup]) -> list[bool]:
         """For each identity, whether its run completed (stores may batch the lookups)."""
-        return [self.contains(ident) for ident in idents]
+        return [self.contains(cast(Identity, ident)) for ident in idents]
 
     @abstractmethod
     def add(self, ident: Identity, timestamp: str) -> bool:

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ from stet.backends._base import (
     BaseBackend,
     ClaimBook,
     Index,
+    Lookup,
     Row,
     index_digests,
     index_rows,
@@ -387,7 +388,7 @@ class FileBackend(BaseBackend):
         self._sync()
         return self._known(ident)
 
-    def completed(self, idents: list[Identity]) -> list[bool]:
+    def completed(self, idents: Sequence[Lookup]) -> list[bool]:
         self._sync()  # once per batch, not once per identity
         index, legacy = self._index, self._legacy
         if legacy:

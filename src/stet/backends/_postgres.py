@@ -6,7 +6,7 @@ import hashlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -14,7 +14,15 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from stet._errors import StoreError
 from stet._identity import Identity
-from stet.backends._base import TIMESTAMP, TYPES, BaseBackend, ClaimBook, Row, read_records
+from stet.backends._base import (
+    TIMESTAMP,
+    TYPES,
+    BaseBackend,
+    ClaimBook,
+    Lookup,
+    Row,
+    read_records,
+)
 from stet.backends._claims import Claim, SqlClaims
 
 __all__ = ["PostgresBackend"]
@@ -207,16 +215,22 @@ class PostgresBackend(BaseBackend):
         ).fetchone()
         return found is not None
 
-    def completed(self, idents: list[Identity]) -> list[bool]:
+    def completed(self, idents: Sequence[Lookup]) -> list[bool]:
+        query = self._sql("SELECT _stet_key FROM {table} WHERE _stet_key = ANY(%s)")
         with self._db() as conn:
             if not self._table_ready(conn):
                 return [False] * len(idents)
-            keys = [k for i in idents for k in (i.digest.hex(), i.legacy.hex())]
-            rows = conn.execute(
-                self._sql("SELECT _stet_key FROM {table} WHERE _stet_key = ANY(%s)"), (keys,)
-            ).fetchall()
-        found = {row[0] for row in rows}
-        return [i.digest.hex() in found or i.legacy.hex() in found for i in idents]
+            keys = [i.digest.hex() for i in idents]
+            found = {row[0] for row in conn.execute(query, (keys,))}
+            done = [k in found for k in keys]
+            # Records matched by text alone (imported ones) are rare: only the points
+            # not found so far get their text-only digest computed and looked up.
+            rest = [i.legacy.hex() if not d else "" for i, d in zip(idents, done, strict=True)]
+            wanted = [k for k in rest if k]
+            if wanted:
+                found = {row[0] for row in conn.execute(query, (wanted,))}
+                done = [d or k in found for d, k in zip(done, rest, strict=True)]
+        return done
 
     def contains(self, ident: Identity) -> bool:
         with self._db() as conn:
