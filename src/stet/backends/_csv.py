@@ -110,9 +110,7 @@ class CsvBackend(FileBackend):
             ),
             resume=resume,
             torn=torn,
-            digests=(
-                (plan.digest(f), plan.legacy) for f, plan, _ in self._records(text, header, start)
-            ),
+            records=self._records(text, header, start),
         )
 
     def _records(

@@ -1,6 +1,6 @@
 """Machinery shared by every file store: locking, change detection, index, rewrite.
 
-A file store keeps, per process, a set of 16-byte digests of the completed runs (about
+A file store keeps, per process, an index (a dict) of 16-byte digests of the completed runs (about
 80 bytes a record). The hot path of a decorated call is ``contains``: one ``os.stat``
 and a set lookup, with no lock, as long as the file has not changed. When it has, the
 store takes the lock and reads only the bytes appended since it last looked (or the
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -27,11 +28,12 @@ from stet._identity import Identity
 from stet.backends._base import (
     RESERVED,
     BaseBackend,
+    CellPlan,
     ClaimBook,
     Index,
     Lookup,
     Row,
-    index_digests,
+    index_records,
     index_rows,
 )
 from stet.backends._claims import Claim, pid_alive
@@ -60,21 +62,21 @@ class Parsed:
             cannot be read incrementally.
         torn: offset of an incomplete final record left by an interrupted write, to be
             cut off before the next append; None when the file ends cleanly.
-        digests: optionally, the records' index digests computed without building
-            rows (faster for large files); the index uses it instead of ``rows``.
+        records: optionally, the validated records as ``(cells, plan, timestamp)``;
+            the index digests these instead of building ``rows`` (faster).
     """
 
     rows: Iterable[Row]
     columns: list[str] = field(default_factory=list)
     resume: int | None = None
     torn: int | None = None
-    digests: Iterable[tuple[bytes, bool]] | None = None
+    records: Iterable[tuple[Any, CellPlan, str]] | None = None
     empty: bool = False
 
     def index_into(self, typed: Index, legacy: Index) -> int:
         """Add this parse's records to the index sets (consumes it); return the count."""
-        if self.digests is not None:
-            return index_digests(self.digests, typed, legacy)
+        if self.records is not None:
+            return index_records(self.records, typed, legacy)
         return index_rows(self.rows, typed, legacy)
 
 

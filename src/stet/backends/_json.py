@@ -46,7 +46,7 @@ class JsonBackend(FileBackend):
                         ) from None
                     raise self.bad("the file is not UTF-8 text") from None
                 parsed = self._parse(data[:torn] + b"\n]")
-                return Parsed(parsed.rows, [], torn, torn, parsed.digests)
+                return Parsed(parsed.rows, [], torn, torn, parsed.records)
             if not isinstance(value, list):
                 raise self.bad(
                     f"expected a JSON array of records, found a JSON {type(value).__name__}"
@@ -86,13 +86,13 @@ class JsonBackend(FileBackend):
         return Parsed(
             rows=(
                 Row(plan.values(item), item.get(TYPES), item[TIMESTAMP])
-                for item, plan in self._records(chunks)
+                for item, plan, _ in self._records(chunks)
             ),
             resume=resume,
-            digests=((plan.digest(item), plan.legacy) for item, plan in self._records(chunks)),
+            records=self._records(chunks),
         )
 
-    def _records(self, chunks: list[list[Any]]) -> Iterator[tuple[dict[str, Any], CellPlan]]:
+    def _records(self, chunks: list[list[Any]]) -> Iterator[tuple[dict[str, Any], CellPlan, str]]:
         """Validate each object; yield it with the plan that reads it."""
         plans: dict[str, CellPlan] = {}
         n = 0
@@ -139,7 +139,7 @@ class JsonBackend(FileBackend):
                             raise self.bad(
                                 f"element {n} has an unknown field {name!r} (a newer stet?)"
                             )
-                yield item, plan
+                yield item, plan, stamp
 
     def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
         # Appended text looks like `,\n{...},\n{...}\n]\n` (no comma after `[`).

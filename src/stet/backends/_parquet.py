@@ -89,7 +89,7 @@ class ParquetBackend(FileBackend):
                 for cells, plan, stamp in records()
             ),
             columns=names,
-            digests=((plan.digest(cells), plan.legacy) for cells, plan, _ in records()),
+            records=records(),
         )
 
     def _table_of(self, rows: list[Row], columns: list[str]) -> Any:
