@@ -386,3 +386,14 @@ def in_unprivileged_child(action: Callable[[], object]) -> tuple[str, str, objec
     outcome: tuple[str, str, object] = parent_end.recv()
     proc.join()
     return outcome
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited (a worker that died)."""
+    done = subprocess.run(
+        [PYTHON, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)

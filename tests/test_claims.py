@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import stet
+from _helpers import dead_pid
 from stet._identity import identity_of
 from stet.backends import get_backend
 from stet.backends._claims import Outcome, Owner, this_host
@@ -58,20 +57,11 @@ def test_expired_lease_is_taken_over_and_renew_extends(any_store: str) -> None:
     assert not backend.renew(ident, first, lease=60)
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32",
-    reason="stet cannot tell whether a pid is alive on Windows (pid_alive says yes)",
-)
 def test_claim_of_dead_process_on_this_host_is_taken_over_at_once(any_store: str) -> None:
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    dead = dead_pid()
     backend = get_backend(any_store)
     ident = identity_of({"x": 3})
-    backend.claim(ident, Owner(this_host(), int(dead.stdout), "gone"), lease=3600)
+    backend.claim(ident, Owner(this_host(), dead, "gone"), lease=3600)
     assert backend.claim(ident, Owner.new(), lease=60)[0] is Outcome.CLAIMED
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import stet
+from _helpers import dead_pid
 from stet.backends import get_backend
 
 
@@ -386,19 +387,10 @@ def test_reset_helper_removes_records_of_0_0_x_and_imports(store: Path) -> None:
     assert calls == [(0.1, 2)]
 
 
-@pytest.mark.skipif(
-    sys.platform == "win32",
-    reason="stet cannot tell whether a pid is alive on Windows (pid_alive says yes)",
-)
 def test_orphaned_temporary_files_are_cleaned(tmp_path: Path) -> None:
     """A rewrite killed before its rename leaves .NAME.PID.stet-tmp; the next one removes it."""
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    orphan = tmp_path / f".runs.csv.{int(done.stdout)}.stet-tmp"
+    done = dead_pid()
+    orphan = tmp_path / f".runs.csv.{done}.stet-tmp"
     orphan.write_text("partial")
     backend = get_backend(tmp_path / "runs.csv")
     backend.record({"x": 1})
