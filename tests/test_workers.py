@@ -113,7 +113,7 @@ def test_claims_are_released_when_the_function_raises(any_store: str) -> None:
 def test_pool_workers_with_claims(tmp_path: Path, context: str) -> None:
     import multiprocessing
 
-    from tests_support_claims import run_pool
+    from _claims_pool import run_pool
 
     store = str(tmp_path / "runs.sqlite")
     counts = run_pool(store, multiprocessing.get_context(context))
