@@ -18,7 +18,7 @@ import fractions
 import hashlib
 import pathlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -62,7 +62,7 @@ _SCALAR_TAGS: dict[type, str] = {
 # Separators that cannot appear in a parameter name or a type tag; they only frame the
 # hashed identity string, never a stored cell.
 _FIELD = "\x1e"
-_ITEM = ITEM = "\x1f"
+_ITEM = "\x1f"
 
 
 class _Unfaithful(Exception):
@@ -248,7 +248,6 @@ def parse_types(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _digest(text: str) -> bytes:
-    # CellPlan.digest (backends/_base.py) inlines this for speed: keep the two alike.
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
@@ -257,13 +256,14 @@ def digest_plan(
 ) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
     """How to build the digested text of a record with these key names and tags.
 
-    Each text enters the digested string as ``prefix + len(text) + ":" + text``; the
-    length keeps texts that contain the separators from running into each other.
+    The text is a head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
+    records match), then one piece per key parameter, sorted by name so parameter
+    order never matters, joined by a separator. A piece is ``prefix + len(text) + ":"
+    + text``: the length keeps texts that contain the separators from running into
+    each other.
 
-    Returns the head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
-    records match), the order in which
-    to take the texts (sorted by name, so parameter order never matters) and the
-    prefix to put before each text. `digest_parts` finishes the job.
+    Returns the head letter, the order in which to take the texts, and the prefix of
+    each piece in that order.
     """
     order = tuple(sorted(range(len(names)), key=names.__getitem__))
     if tags is None or "text" in tags:
@@ -271,45 +271,83 @@ def digest_plan(
     return "T", order, tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
 
 
-def digest_parts(head: str, parts: list[str]) -> bytes:
-    """Digest of a record from its head letter and prefixed texts, in plan order."""
-    return _digest(head + _ITEM.join(parts))
+def digester(
+    names: tuple[str, ...], tags: tuple[str, ...] | None, positions: Sequence[Any]
+) -> Callable[[Any], bytes]:
+    """A function digesting a record's texts, found at ``positions`` of its cells.
+
+    The one implementation of the digest (see `digest_plan`), used for calls and for
+    stored records alike. Records with one, two or three key parameters (nearly all
+    sweeps) get a function with the pieces spelled out, a third faster than the
+    general loop: a cold start digests every record, and each call digests its key.
+    """
+    head, order, prefixes = digest_plan(names, tags)
+    pairs = tuple(zip(prefixes, [positions[i] for i in order], strict=True))
+    blake2b = hashlib.blake2b
+
+    def general(cells: Any) -> bytes:
+        text = head + _ITEM.join([f"{p}{len(cells[i])}:{cells[i]}" for p, i in pairs])
+        return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+    if len(pairs) == 1:
+        ((p0, i0),) = pairs
+
+        def one(c: Any) -> bytes:
+            a = c[i0]
+            text = f"{head}{p0}{len(a)}:{a}"
+            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+        return one
+    if len(pairs) == 2:
+        (p0, i0), (p1, i1) = pairs
+
+        def two(c: Any) -> bytes:
+            a, b = c[i0], c[i1]
+            text = f"{head}{p0}{len(a)}:{a}{_ITEM}{p1}{len(b)}:{b}"
+            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+        return two
+    if len(pairs) == 3:
+        (p0, i0), (p1, i1), (p2, i2) = pairs
+
+        def three(c: Any) -> bytes:
+            a, b, d = c[i0], c[i1], c[i2]
+            text = f"{head}{p0}{len(a)}:{a}{_ITEM}{p1}{len(b)}:{b}{_ITEM}{p2}{len(d)}:{d}"
+            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+        return three
+    return general
 
 
-_plans: dict[
-    tuple[tuple[str, ...], tuple[str, ...] | None], tuple[str, tuple[int, ...], tuple[str, ...]]
-] = {}
+_digesters: dict[tuple[tuple[str, ...], tuple[str, ...] | None], Callable[[Any], bytes]] = {}
 
 
-def _cached_plan(
-    names: tuple[str, ...], tags: tuple[str, ...] | None
-) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
-    plan = _plans.get((names, tags))
-    if plan is None:
-        plan = digest_plan(names, tags)
-        if len(_plans) < 10_000:
-            _plans[(names, tags)] = plan
-    return plan
+def _texts_digester(names: tuple[str, ...], tags: tuple[str, ...] | None) -> Callable[[Any], bytes]:
+    """The cached digester of a tuple of texts in ``names`` order."""
+    found = _digesters.get((names, tags))
+    if found is None:
+        found = digester(names, tags, range(len(names)))
+        if len(_digesters) < 10_000:
+            _digesters[(names, tags)] = found
+    return found
 
 
 def typed_digest(names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     """Digest identifying a record exactly: its key names, type tags and texts."""
-    head, order, prefixes = _cached_plan(names, tags)
-    return digest_parts(
-        head, [f"{p}{len(texts[i])}:{texts[i]}" for p, i in zip(prefixes, order, strict=True)]
-    )
+    return _texts_digester(names, tags)(texts)
 
 
 def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
     """Digest of a record by names and texts only, as stet 0.0.x compared them."""
-    head, order, prefixes = _cached_plan(names, None)
-    return digest_parts(
-        head, [f"{p}{len(texts[i])}:{texts[i]}" for p, i in zip(prefixes, order, strict=True)]
-    )
+    return _texts_digester(names, None)(texts)
 
 
 def digest_part(name: str, tag: str, text: str) -> str:
-    """One key parameter's piece of a typed digest (see ``digest_plan``)."""
+    """One key parameter's piece of a typed digest (see `digest_plan`).
+
+    For callers that precompute pieces, such as `pending` over a grid, which reuses
+    each axis value's piece for every point it appears in.
+    """
     return f"{name}{_FIELD}{tag}{_FIELD}{len(text)}:{text}"
 
 
@@ -319,7 +357,7 @@ def digest_of(parts: list[str]) -> bytes:
 
 
 def text_part(name: str, text: str) -> str:
-    """One key parameter's piece of a text-only digest (see ``legacy_digest``)."""
+    """One key parameter's piece of a text-only digest (see `digest_plan`)."""
     return f"{name}{_FIELD}{len(text)}:{text}"
 
 
@@ -333,21 +371,13 @@ class Identity:
 
     __slots__ = ("_legacy", "digest", "is_text", "names", "tags", "texts")
 
-    def __init__(
-        self,
-        names: tuple[str, ...],
-        tags: tuple[str, ...],
-        texts: tuple[str, ...],
-        digest: bytes | None = None,
-    ):
+    def __init__(self, names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]):
         self.names = names
         self.tags = tags
         self.texts = texts
         self.is_text = "text" in tags
         self._legacy: bytes | None = None
-        if digest is None:
-            digest = self.legacy if self.is_text else typed_digest(names, tags, texts)
-        self.digest = digest
+        self.digest = self.legacy if self.is_text else typed_digest(names, tags, texts)
 
     @classmethod
     def of_text(cls, key: Mapping[str, str]) -> Identity:

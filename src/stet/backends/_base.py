@@ -8,15 +8,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from hashlib import blake2b
 from typing import Any, ClassVar, NamedTuple, Protocol, cast
 
 from stet._identity import (
-    ITEM,
     Identity,
     canonical,
     check_name,
-    digest_plan,
+    digester,
     identity_of,
     legacy_digest,
     parse_types,
@@ -331,48 +329,6 @@ class BaseBackend(ABC):
 Index = dict[bytes, None]
 
 
-def _digester(head: str, pairs: tuple[tuple[str, Any], ...]) -> Callable[[Any], bytes]:
-    """A function computing ``digest_parts(head, ...)`` of a record's cells, quickly.
-
-    Records with one, two or three key parameters (nearly all sweeps) get a function
-    with the pieces spelled out, a third faster than the general loop; a cold start
-    digests every record, so this is most of its time.
-    """
-
-    def general(cells: Any) -> bytes:
-        text = head + ITEM.join([f"{p}{len(cells[i])}:{cells[i]}" for p, i in pairs])
-        return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-    if len(pairs) == 1:
-        ((p0, i0),) = pairs
-
-        def one(c: Any) -> bytes:
-            a = c[i0]
-            text = f"{head}{p0}{len(a)}:{a}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return one
-    if len(pairs) == 2:
-        (p0, i0), (p1, i1) = pairs
-
-        def two(c: Any) -> bytes:
-            a, b = c[i0], c[i1]
-            text = f"{head}{p0}{len(a)}:{a}{ITEM}{p1}{len(b)}:{b}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return two
-    if len(pairs) == 3:
-        (p0, i0), (p1, i1), (p2, i2) = pairs
-
-        def three(c: Any) -> bytes:
-            a, b, d = c[i0], c[i1], c[i2]
-            text = f"{head}{p0}{len(a)}:{a}{ITEM}{p1}{len(b)}:{b}{ITEM}{p2}{len(d)}:{d}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return three
-    return general
-
-
 class CellPlan:
     """How to read one kind of stored record out of its cells.
 
@@ -381,7 +337,7 @@ class CellPlan:
     ``positions`` index the cells: list positions for CSV rows, names for JSON objects.
     """
 
-    __slots__ = ("digest", "head", "legacy", "names", "pairs", "positions")
+    __slots__ = ("digest", "legacy", "names", "positions")
 
     _by_types: ClassVar[dict[str, CellPlan]] = {}
 
@@ -391,9 +347,7 @@ class CellPlan:
         self.names = names
         self.positions = tuple(positions)
         self.legacy = tags is None or "text" in tags  # matched by text alone
-        self.head, order, prefixes = digest_plan(names, tags)
-        self.pairs = tuple(zip(prefixes, [self.positions[i] for i in order], strict=True))
-        self.digest: Callable[[Any], bytes] = _digester(self.head, self.pairs)
+        self.digest: Callable[[Any], bytes] = digester(names, tags, self.positions)
 
     @classmethod
     def for_types(cls, types: str) -> CellPlan:
