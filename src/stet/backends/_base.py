@@ -436,20 +436,16 @@ def read_records(
         yield fields, plan, stamp
 
 
-def index_rows(rows: Iterable[Row], typed: Index, legacy: Index) -> int:
-    """Add the digests of ``rows`` to the typed and legacy index sets; return the count."""
-    count = 0
+def index_rows(rows: Iterable[Row], typed: Index, legacy: Index) -> None:
+    """Add the digests of ``rows`` to the typed and text-only indexes."""
     for row in rows:
-        count += 1
         digest, is_legacy = row.digest()
         (legacy if is_legacy else typed)[digest] = None
-    return count
 
 
-def index_records(records: Iterable[tuple[Any, CellPlan, str]], typed: Index, legacy: Index) -> int:
-    """Digest validated records straight into the index; return the count."""
-    count = 0
+def index_records(
+    records: Iterable[tuple[Any, CellPlan, str]], typed: Index, legacy: Index
+) -> None:
+    """Digest validated records straight into the indexes."""
     for cells, plan, _ in records:
         (legacy if plan.legacy else typed)[plan.digest(cells)] = None
-        count += 1
-    return count

@@ -73,11 +73,12 @@ class Parsed:
     records: Iterable[tuple[Any, CellPlan, str]] | None = None
     empty: bool = False
 
-    def index_into(self, typed: Index, legacy: Index) -> int:
-        """Add this parse's records to the index sets (consumes it); return the count."""
+    def index_into(self, typed: Index, legacy: Index) -> None:
+        """Add this parse's records to the index (consumes it)."""
         if self.records is not None:
-            return index_records(self.records, typed, legacy)
-        return index_rows(self.rows, typed, legacy)
+            index_records(self.records, typed, legacy)
+        else:
+            index_rows(self.rows, typed, legacy)
 
 
 def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
@@ -209,6 +210,16 @@ class FileBackend(BaseBackend):
     #: with a new key parameter means rewriting the file with the column added.
     fixed_columns = True
 
+    # Per-process state, (re)built by _start_fresh: what this process last read.
+    _index: Index  # digests of typed records
+    _legacy: Index  # digests of records matched by text alone (0.0.x, imported)
+    _sig: tuple[int, int, int] | None  # inode, size, mtime of the file when read
+    _resume: int | None  # where appended bytes start
+    _guard: bytes  # the bytes just before _resume, to tell an append from a rewrite
+    _torn: int | None  # start of an interrupted final record, cut before appending
+    _columns: list[str]
+    _empty: bool
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
         self.lock_path = self.path + ".lock"
@@ -219,15 +230,7 @@ class FileBackend(BaseBackend):
     def _start_process(self) -> None:
         self._mutex = threading.RLock()
         self._flock: FileLock | None = None
-        self._index: Index = {}
-        self._legacy: Index = {}
-        self._sig: tuple[int, int, int] | None = None
-        self._resume: int | None = None
-        self._guard = b""
-        self._torn: int | None = None
-        self._columns: list[str] = []
-        self._count = 0
-        self._empty = True
+        self._start_fresh()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -316,16 +319,17 @@ class FileBackend(BaseBackend):
             if data[: len(self._guard)] == self._guard:
                 parsed = self._parse_tail(data[len(self._guard) :], self._resume)
                 if parsed is not None:
-                    self._count += parsed.index_into(self._index, self._legacy)
+                    parsed.index_into(self._index, self._legacy)
                     self._remember(parsed, sig)
                     return
         parsed = self._parse_file(self._read(0))
         self._index = {}
         self._legacy = {}
-        self._count = parsed.index_into(self._index, self._legacy)
+        parsed.index_into(self._index, self._legacy)
         self._remember(parsed, sig)
 
     def _start_fresh(self) -> None:
+        """Forget what was read: the state of a store that does not exist yet."""
         self._index = {}
         self._legacy = {}
         self._sig = None
@@ -333,7 +337,6 @@ class FileBackend(BaseBackend):
         self._guard = b""
         self._torn = None
         self._columns = []
-        self._count = 0
         self._empty = True
 
     def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
@@ -444,7 +447,6 @@ class FileBackend(BaseBackend):
                 resume = self._append(row, self._columns, self._resume)
                 self._after_write(resume)
             (self._legacy if ident.is_text else self._index)[ident.digest] = None
-            self._count += 1
             return True
 
     def rows(self) -> list[Row]:
@@ -475,7 +477,6 @@ class FileBackend(BaseBackend):
                 self._index = {}
                 self._legacy = {}
                 index_rows(keep, self._index, self._legacy)
-                self._count = len(keep)
             return removed
 
     def key_columns(self) -> list[str]:
