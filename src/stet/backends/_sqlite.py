@@ -289,11 +289,10 @@ class SqliteBackend(BaseBackend):
 
     def _lookup(self, conn: sqlite3.Connection, ident: Identity) -> bool:
         self._snapshot = None
-        if not self._columns:
-            self._columns = self._read_columns(conn)
+        ready = self._lookup_ready(conn)
         if any(name not in self._columns for name in ident.names):
             self._check_case(ident.names)  # before the run, not when recording it
-        if not self._columns:
+        if not ready:
             return False
         found = conn.execute(
             f"SELECT 1 FROM {TABLE} WHERE {KEY} IN (?, ?) LIMIT 1",
