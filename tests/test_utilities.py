@@ -85,6 +85,26 @@ def test_reset_asks_on_a_real_tty(store: Path, answer: str, cleared: bool) -> No
     assert len(get_backend(store).load()) == (0 if cleared else 3)
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal (pty): not on Windows")
+def test_reset_yes_clears_on_a_tty_without_asking(store: Path) -> None:
+    import pty  # POSIX only: importing it fails on Windows
+
+    _fill(store)
+    main, secondary = pty.openpty()
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import stet; stet.reset({str(store)!r}, yes=True)"],
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=30,  # a prompt would wait for input that never comes
+        check=True,
+    )
+    os.close(secondary)
+    os.close(main)
+    assert proc.stdout == f"[stet] Store cleared: {store}\n"
+    assert get_backend(store).load() == []
+
+
 @pytest.mark.parametrize("key", [{"alpha": "0.1", "seed": "2"}, {"alpha": 0.1, "seed": 2}])
 def test_reset_one_entry(
     store: Path, key: dict[str, object], capsys: pytest.CaptureFixture[str]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from stet._decorator import DEFAULT_STORE
 from stet._errors import StoreError
 from stet._identity import Identity, check_name
-from stet._utilities import reset, status
+from stet._utilities import UnknownKeyColumn, _existing, reset, status
 from stet.backends import get_backend
 from stet.backends._base import utc_now
 
@@ -59,9 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _show(store: str, limit: int) -> None:
-    backend = get_backend(store)
-    if not backend.exists():
-        raise FileNotFoundError(f"stet: no store at {store}")
+    backend = _existing(store)
     rows = backend.rows()
     columns = [*backend.key_columns(), "_stet_timestamp"]
     shown = rows[-limit:] if limit > 0 else rows
@@ -84,28 +82,17 @@ def _reset(store: str, where: list[str], yes: bool) -> int:
             if not sep:
                 raise _UserError(f"--where {item!r}: expected NAME=VALUE, e.g. alpha=0.1")
             key[name.strip()] = value
-        backend = get_backend(store)
-        columns = backend.key_columns() if backend.exists() else []
-        unknown = [name for name in key if name not in columns]
-        if backend.exists() and unknown:
-            raise _UserError(
-                f"--where {', '.join(unknown)}: not a key column of {store}; its key columns "
-                f"are: {', '.join(columns) or '(none)'}. Nothing was removed."
-            )
-        return 0 if reset(store, key) else 1  # 1: no record matched, nothing removed
+        try:
+            removed = reset(store, key)
+        except UnknownKeyColumn as exc:
+            raise _UserError(str(exc).removeprefix("stet: ")) from None
+        return 0 if removed else 1  # 1: no record matched, nothing removed
     if not yes and not sys.stdin.isatty():
         raise _UserError(
             f"refusing to clear {store} without confirmation: pass --yes, or --where "
             "NAME=VALUE to remove one run"
         )
-    if yes:
-        backend = get_backend(store)
-        if not backend.exists():
-            raise FileNotFoundError(f"stet: no store at {store}")
-        backend.clear()
-        print(f"[stet] Store cleared: {store}")
-        return 0
-    reset(store)
+    reset(store, yes=yes)
     return 0
 
 
@@ -116,7 +103,6 @@ def _import(results: str, key: str, store: str) -> None:
     for name in names:
         check_name(name, "--key")
     backend = get_backend(store)
-    added = total = 0
     try:
         handle = open(results, newline="", encoding="utf-8-sig")  # noqa: SIM115
     except OSError as exc:
@@ -135,12 +121,11 @@ def _import(results: str, key: str, store: str) -> None:
             if None in values.values():
                 raise _UserError(f"{results}, data row {number}: too few fields; nothing imported")
             keys.append(values)
-    for values in keys:  # every row checked first: an import is all or nothing
-        total += 1
-        added += backend.add(Identity.of_text(values), utc_now())
+    # Every row was checked first: an import is all or nothing.
+    added = sum(backend.add(Identity.of_text(values), utc_now()) for values in keys)
     print(
         f"[stet] Imported {added} runs from {results} into {store} "
-        f"({total - added} already recorded)"
+        f"({len(keys) - added} already recorded)"
     )
 
 

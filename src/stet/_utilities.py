@@ -17,7 +17,7 @@ from stet.backends._base import Row
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["load", "reset", "status"]
+__all__ = ["UnknownKeyColumn", "load", "reset", "status"]
 
 
 def _existing(store_path: str | os.PathLike[str]) -> BaseBackend:
@@ -108,29 +108,36 @@ def _eta(rows: list[Row], remaining: int) -> str:
     return f"{text} at the recent pace ({per_run:.3g} s per run)"
 
 
+class UnknownKeyColumn(ValueError):
+    """``reset(key_dict=...)`` named a column the store does not have (a typo)."""
+
+
 def reset(
     store_path: str | os.PathLike[str] = DEFAULT_STORE,
     key_dict: Mapping[str, Any] | None = None,
+    *,
+    yes: bool = False,
 ) -> int:
     """Clear a store, or remove the one run ``key_dict`` names.
 
     Without ``key_dict`` every record is removed; when standard input is a terminal
-    stet first asks ``[y/N]``. With ``key_dict``, exactly the records whose key equals
-    it are removed; values may be Python values (``{"alpha": 0.1}``) or their text
-    (``{"alpha": "0.1"}``).
+    stet first asks ``[y/N]``, unless ``yes`` is true. With ``key_dict``, exactly the
+    records whose key equals it are removed; values may be Python values
+    (``{"alpha": 0.1}``) or their text (``{"alpha": "0.1"}``).
 
     Returns:
         The number of records removed.
 
     Raises:
         FileNotFoundError: when there is no store at ``store_path``.
-        ValueError: when ``key_dict`` names a column the store does not have.
+        UnknownKeyColumn: (a ValueError) when ``key_dict`` names a column the store
+            does not have; nothing is removed.
     """
     backend = _existing(store_path)
     where = _where(store_path, backend)
     if key_dict is None:
         count = len(backend.rows())
-        if sys.stdin is not None and sys.stdin.isatty():
+        if not yes and sys.stdin is not None and sys.stdin.isatty():
             answer = input(f"[stet] Remove all {count} records from {where}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("[stet] Aborted.")
@@ -141,7 +148,7 @@ def reset(
     columns = backend.key_columns()
     unknown = [name for name in key_dict if name not in columns]
     if unknown:
-        raise ValueError(
+        raise UnknownKeyColumn(
             f"stet: {', '.join(map(repr, unknown))} is not a key column of {where}; its "
             f"key columns are: {', '.join(columns) if columns else '(none)'}. Nothing was "
             "removed."
