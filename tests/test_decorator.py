@@ -396,3 +396,14 @@ def test_orphaned_temporary_files_are_cleaned(tmp_path: Path) -> None:
     backend.record({"x": 1})
     backend.remove({"x": 1})  # a whole-file rewrite
     assert not orphan.exists()
+
+
+def test_skip_line_cuts_long_values(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    @stet.once(store=store)
+    def f(note: str, n: int) -> None:
+        pass
+
+    f("x" * 500, 1)
+    f("x" * 500, 1)
+    line = capsys.readouterr().out.strip()
+    assert line == f"[stet] Skipping f(note='{'x' * 56}..., n=1)"

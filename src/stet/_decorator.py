@@ -22,7 +22,7 @@ from stet._identity import (
     text_part,
 )
 from stet.backends import BaseBackend, is_url, open_store
-from stet.backends._base import Lookup, Row, utc_now
+from stet.backends._base import Lookup, Row, describe, utc_now
 from stet.backends._claims import Claim, Outcome, Owner
 
 __all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
@@ -103,10 +103,6 @@ def _say(text: str) -> None:
     except UnicodeEncodeError:
         encoding = getattr(sys.stdout, "encoding", None) or "ascii"
         print(text.encode(encoding, "backslashreplace").decode(encoding), file=sys.stdout)
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Runner:
@@ -210,10 +206,7 @@ class _Runner:
                     "each (STET_QUIET=0 shows every skip, STET_QUIET=1 none)"
                 )
             return
-        shown = ", ".join(
-            f"{n}={_clip(repr(t) if g == 'str' else t)}"
-            for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
-        )
+        shown = describe(ident, limit=60)
         if busy is not None:
             owner = busy.owner
             _say(

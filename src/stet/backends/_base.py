@@ -67,11 +67,22 @@ class Row(NamedTuple):
         return out
 
 
-def describe(ident: Identity) -> str:
-    """A readable one-line description of a run: ``alpha=0.1, seed=2``."""
+def describe(ident: Identity, limit: int | None = None) -> str:
+    """A readable one-line description of a run: ``alpha=0.1, name='x'``.
+
+    Args:
+        ident: the run.
+        limit: cut each value's text to this many characters (ending in ``...``).
+    """
+
+    def shown(tag: str, text: str) -> str:
+        value = repr(text) if tag == "str" else text
+        if limit is not None and len(value) > limit:
+            return value[: limit - 3] + "..."
+        return value
+
     return ", ".join(
-        f"{n}={t!r}" if g == "str" else f"{n}={t}"
-        for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
+        f"{n}={shown(g, t)}" for n, g, t in zip(ident.names, ident.tags, ident.texts, strict=True)
     )
 
 
