@@ -10,6 +10,7 @@ message names the database.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sqlite3
@@ -161,6 +162,9 @@ def test_lock_held_by_live_process_times_out_naming_the_lock(
     else:
         holder = ctx.Process(target=_hold_file_lock, args=(f"{store}.lock", held, release))
         named = f"{store}.lock"
+    # A forked holder must not inherit unreachable SQLite connections: if its garbage
+    # collector closed one, POSIX would drop the holder's own locks on that file.
+    gc.collect()
     holder.start()
     try:
         assert held.wait(60), "the holder never took the lock"

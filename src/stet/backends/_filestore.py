@@ -404,30 +404,27 @@ class FileBackend(BaseBackend):
         """Whether the index holds ``ident`` (typed, or by text alone)."""
         return ident.digest in self._index or bool(self._legacy and ident.legacy in self._legacy)
 
-    def _make_parent(self) -> None:
-        """Create the store's directory on first write."""
-        self._ensure_process()
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-
-    def _check_writable(self) -> None:
-        """Refuse to write a store whose permissions allow no writes.
+    def _prepare_write(self) -> None:
+        """Before writing: create the store's directory, or refuse a read-only store.
 
         The mode bits are checked rather than trusted to fail: a rewrite replaces the
         file by renaming, which a read-only file does not prevent (and root may write
         anything), yet a researcher who made a store read-only meant "leave it be".
         """
+        self._ensure_process()
         st = self._stat()
-        if st is not None and not st.st_mode & 0o222:
+        if st is None:
+            directory = os.path.dirname(self.path)
+            if directory:
+                os.makedirs(directory, exist_ok=True)  # created on first record
+        elif not st.st_mode & 0o222:
             raise StoreError(
                 f"stet: {self.path} is read-only, so stet cannot record runs in it. Make it "
                 "writable (chmod u+w) to go on recording, or choose another store."
             )
 
     def add(self, ident: Identity, timestamp: str) -> bool:
-        self._check_writable()
-        self._make_parent()
+        self._prepare_write()
         with self._locked():
             self._refresh()
             if self._known(ident):
@@ -461,7 +458,7 @@ class FileBackend(BaseBackend):
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
         if self._stat() is None:
             return []
-        self._check_writable()
+        self._prepare_write()
         with self._locked():
             self._refresh()
             if self._sig is None:
@@ -493,8 +490,7 @@ class FileBackend(BaseBackend):
     @contextmanager
     def _claims(self) -> Iterator[ClaimBook]:
         """Claims live in ``<store>.claims`` (JSON), read and written under the lock."""
-        self._check_writable()
-        self._make_parent()
+        self._prepare_write()
         with self._locked():
             self._refresh()
             book = _FileClaims(self, self._load_claims())
