@@ -348,13 +348,18 @@ class CellPlan:
     ``positions`` index the cells: list positions for CSV rows, names for JSON objects.
     """
 
-    __slots__ = ("digest", "legacy", "names", "positions")
+    __slots__ = ("digest", "legacy", "names", "positions", "types")
 
     _by_types: ClassVar[dict[str, CellPlan]] = {}
 
     def __init__(
-        self, names: tuple[str, ...], tags: tuple[str, ...] | None, positions: Sequence[Any]
+        self,
+        names: tuple[str, ...],
+        tags: tuple[str, ...] | None,
+        positions: Sequence[Any],
+        types: str | None = None,
     ) -> None:
+        self.types = types  # the _stet_types cell these records carry (None: 0.0.x)
         self.names = names
         self.positions = tuple(positions)
         self.legacy = tags is None or "text" in tags  # matched by text alone
@@ -370,7 +375,7 @@ class CellPlan:
         plan = cls._by_types.get(types)
         if plan is None:
             names, tags = parse_types(types)
-            plan = cls(names, tags, names)
+            plan = cls(names, tags, names, types)
             if len(cls._by_types) < 10_000:
                 cls._by_types[types] = plan
         return plan
@@ -432,7 +437,7 @@ def read_records(
             except (ValueError, KeyError, TypeError):
                 raise bad(f"{where(n)} has an invalid {TYPES} cell {types!r}") from None
             others = tuple(i for k, i in key_at.items() if k not in names)
-            entry = plans[types] = (CellPlan(names, tags, positions), others)
+            entry = plans[types] = (CellPlan(names, tags, positions, types), others)
         plan, others = entry
         for i in others:
             if fields[i]:
@@ -445,6 +450,12 @@ def read_records(
                 if type(fields[i]) is not str:
                     raise bad(f"{where(n)} has no value for {header[i]!r}, which its {TYPES} lists")
         yield fields, plan, stamp
+
+
+def rows_of(records: Iterable[tuple[Any, CellPlan, str]]) -> Iterator[Row]:
+    """The rows of validated records (see `read_records`)."""
+    for cells, plan, stamp in records:
+        yield Row(plan.values(cells), plan.types, stamp)
 
 
 def index_rows(rows: Iterable[Row], typed: Index, legacy: Index) -> None:

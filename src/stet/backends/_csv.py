@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records, rows_of
 from stet.backends._filestore import BINARY, FileBackend, Parsed
 
 __all__ = ["CsvBackend"]
@@ -102,12 +102,8 @@ class CsvBackend(FileBackend):
                 resume = start + len(data)
             else:
                 torn = start + end
-        types_at = header.index(TYPES) if TYPES in header else -1
         return Parsed(
-            rows=(
-                Row(plan.values(f), (f[types_at] or None) if types_at >= 0 else None, stamp)
-                for f, plan, stamp in self._records(text, header, start)
-            ),
+            rows=rows_of(self._records(text, header, start)),
             resume=resume,
             torn=torn,
             records=self._records(text, header, start),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from stet._identity import parse_types
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, rows_of
 from stet.backends._filestore import FileBackend, Parsed
 
 __all__ = ["JsonBackend"]
@@ -84,10 +84,7 @@ class JsonBackend(FileBackend):
 
     def _parsed(self, chunks: list[list[Any]], resume: int) -> Parsed:
         return Parsed(
-            rows=(
-                Row(plan.values(item), item.get(TYPES), item[TIMESTAMP])
-                for item, plan, _ in self._records(chunks)
-            ),
+            rows=rows_of(self._records(chunks)),
             resume=resume,
             records=self._records(chunks),
         )
@@ -117,7 +114,7 @@ class JsonBackend(FileBackend):
                             raise self.bad(
                                 f"element {n} has an invalid {TYPES} {types!r}"
                             ) from None
-                        found = plans[types] = CellPlan(names, tags, names)
+                        found = plans[types] = CellPlan(names, tags, names, types)
                     plan = found
                     if len(item) != len(plan.names) + 2 or not all(k in item for k in plan.names):
                         raise self.bad(

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records
+from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records, rows_of
 from stet.backends._filestore import FileBackend, Parsed, atomic_write
 
 __all__ = ["ParquetBackend"]
@@ -82,12 +82,8 @@ class ParquetBackend(FileBackend):
             columns = [table.column(name).to_pylist() for name in names]
             return read_records(names, zip(*columns, strict=True), self.bad, "row {}".format)
 
-        types_at = names.index(TYPES) if TYPES in names else -1
         return Parsed(
-            rows=(
-                Row(plan.values(cells), cells[types_at] if types_at >= 0 else None, stamp)
-                for cells, plan, stamp in records()
-            ),
+            rows=rows_of(records()),
             columns=names,
             records=records(),
         )

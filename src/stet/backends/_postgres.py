@@ -268,9 +268,8 @@ class PostgresBackend(BaseBackend):
                 sql.Identifier(KEY),
             )
         )
-        types_at = cols.index(TYPES)
         return [
-            (cells[-1], Row(plan.values(cells), cells[types_at], stamp))
+            (cells[-1], Row(plan.values(cells), plan.types, stamp))
             for cells, plan, stamp in read_records([*cols, "_stet_key_"], cursor, self.bad)
         ]
 

@@ -370,9 +370,8 @@ class SqliteBackend(BaseBackend):
         cursor = conn.execute(
             f"SELECT {', '.join(map(_quote, cols))}, rowid FROM {TABLE} ORDER BY rowid"
         )
-        types_at = cols.index(TYPES)
         return [
-            (cells[-1], Row(plan.values(cells), cells[types_at] if types_at >= 0 else None, stamp))
+            (cells[-1], Row(plan.values(cells), plan.types, stamp))
             for cells, plan, stamp in read_records([*cols, "_stet_rowid"], cursor, self.bad)
         ]
 
