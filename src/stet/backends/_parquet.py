@@ -115,10 +115,8 @@ class ParquetBackend(FileBackend):
         pq.write_table(table, sink, use_dictionary=[TYPES], compression="snappy")
         return bytes(sink.getvalue().to_pybytes())
 
-    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
-        return self._encode(self._table_of(rows, columns)), None
-
     def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
+        # In place of the byte-level _serialize: keeps the table written for next time.
         self._write(self._table_of(rows, columns))
         self._columns = columns
 
