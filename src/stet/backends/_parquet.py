@@ -54,8 +54,10 @@ class ParquetBackend(FileBackend):
     def _parse(self, data: bytes) -> Parsed:
         pa, pq = _pyarrow()
         try:
-            # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it pandas.
-            table = pq.ParquetFile(pa.BufferReader(data)).read()
+            # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it
+            # pandas. No threads: stet's tables are small, and a pyarrow thread pool still
+            # running at interpreter exit can abort the process ("terminate called").
+            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise self.bad(f"not a readable Parquet file ({exc})") from None
         names = [n for n in table.column_names if not n.startswith("__index_level_")]
