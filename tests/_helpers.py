@@ -87,6 +87,9 @@ def read_standard(path: Path) -> list[dict[str, Cell]]:
         import pandas as pd
         import pyarrow.parquet as pq
 
+        # Bring the file up to date, as stet does a second after the last record.
+        get_backend(path).fold()  # type: ignore[attr-defined]
+
         table = pq.read_table(path)
         pylist: list[dict[str, Cell]] = table.to_pylist()
         frame = pd.read_parquet(path)
@@ -118,11 +121,15 @@ def experiment(p: int, t: int, i: int) -> int:
     return 1
 
 
+#: stet's own columns a record may carry besides _stet_types and _stet_timestamp.
+OPTIONAL = {"_stet_func", "_stet_duration", "_stet_host", "_stet_job", "_stet_meta"}
+
+
 def check_row(row: Mapping[str, Any], key_names: Sequence[str], types: str) -> str | None:
     """Return what is wrong with a loaded record, or None if it is complete."""
     expected = {*key_names, "_stet_types", "_stet_timestamp"}
-    if set(row) != expected:
-        return f"columns {sorted(row)} != {sorted(expected)}"
+    if not expected <= set(row) or not set(row) - expected <= OPTIONAL:
+        return f"columns {sorted(row)} != {sorted(expected)} (+ optional {sorted(OPTIONAL)})"
     if row["_stet_types"] != types:
         return f"_stet_types {row['_stet_types']!r} != {types!r}"
     if not TIMESTAMP_RE.match(str(row["_stet_timestamp"])):

@@ -80,7 +80,7 @@ def test_show_table_with_limit(tmp_path: Path) -> None:
     out = run("show", "runs.csv", "--limit", "2", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["alpha", "seed", "_stet_timestamp"]
+    assert lines[0].split() == ["alpha", "seed", "_stet_func", "_stet_timestamp"]
     assert [line.split()[:2] for line in lines[1:3]] == [["0.2", "1"], ["0.2", "2"]]
     assert "2 most recent of 4" in lines[3]
 

@@ -1,10 +1,8 @@
 """Many processes and threads sharing one store (SPEC S5, concurrency).
 
 Real processes (fork and spawn) synchronised with Barriers and Events; where the tests
-do not fork (Windows, macOS: see ``_helpers.CAN_FORK``) they are all spawned. Parquet
-rewrites the whole file for every record (the format cannot append), so its sweeps use
-fewer keys per thread to keep this file well under a minute on 2 cores; the other
-formats record the full 4 processes x 4 threads x 250 keys = 4,000 records.
+do not fork (Windows, macOS: see ``_helpers.CAN_FORK``) they are all spawned. Every
+format records the full 4 processes x 4 threads x 250 keys = 4,000 records.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ from stet.backends import get_backend
 
 PROCS = 4
 THREADS = 4
-# Parquet: each record rewrites the file, so 4,000 records cost O(n^2) bytes written.
-KEYS = {".csv": 250, ".json": 250, ".sqlite": 250, ".parquet": 50}
+KEYS = {".csv": 250, ".json": 250, ".sqlite": 250, ".parquet": 250}
 TYPES = "p=int;t=int;i=int"
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import KILLED, PYTHON, TIMESTAMP_RE, child_env, read_standard, run_python
+from _helpers import (
+    KILLED,
+    OPTIONAL,
+    PYTHON,
+    TIMESTAMP_RE,
+    child_env,
+    read_standard,
+    run_python,
+)
 from stet.backends import get_backend
 
 CHILD = r"""
@@ -87,7 +95,7 @@ def _keys(rows: list[dict[str, str]], mode: str) -> list[tuple[int, int]]:
     types = "run=int;i=int" if mode == "backend" else "i=int"
     out = []
     for row in rows:
-        assert sorted(row) == sorted([*names, "_stet_types", "_stet_timestamp"]), row
+        assert set(row) - OPTIONAL == {*names, "_stet_types", "_stet_timestamp"}, row
         assert row["_stet_types"] == types, row
         assert TIMESTAMP_RE.match(row["_stet_timestamp"]), row
         out.append((int(row.get("run", "0")), int(row["i"])))

@@ -99,7 +99,34 @@ def test_skip_prints_line_and_returns_none(store: Path, capsys: pytest.CaptureFi
 
     assert f(0.1, 2) == "ran"
     assert f(0.1, seed=2) is None
-    assert capsys.readouterr().out == "[stet] Skipping f(alpha=0.1, seed=2)\n"
+    assert capsys.readouterr().out.splitlines() == [
+        f"[stet] f: store {store} (new, nothing recorded yet)",
+        "[stet] Skipping f(alpha=0.1, seed=2)",
+    ]
+
+
+def test_first_call_says_which_store_and_how_many_runs_it_holds(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def make() -> stet.OnceFunction[[int], None]:
+        @stet.once(store=store)
+        def f(x: int) -> None:
+            pass
+
+        return f
+
+    f = make()
+    f(1)
+    f(2)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"[stet] f: store {store} (new, nothing recorded yet)"
+    )
+    again = make()  # as a rerun of the script would decorate it
+    again(3)
+    again(4)
+    assert capsys.readouterr().out.splitlines() == [
+        f"[stet] f: store {store} holds 2 completed runs of it"
+    ]
 
 
 def test_exception_propagates_and_records_nothing(store: Path) -> None:
@@ -290,6 +317,7 @@ def test_quiet_environment_variable(
         pass
 
     f(1)
+    capsys.readouterr()
     monkeypatch.setenv("STET_QUIET", "1")
     f(1)
     assert capsys.readouterr().out == ""
@@ -313,8 +341,10 @@ def test_default_prints_ten_skips_then_one_line(
         f(i)
     lines = capsys.readouterr().out.splitlines()
     assert lines[:10] == [f"[stet] Skipping f(x={i})" for i in range(10)]
-    assert len(lines) == 11
-    assert "further" in lines[10] or "more completed runs" in lines[10]
+    assert lines[10:] == [
+        "[stet] Skipping more completed runs of f without a line each (STET_QUIET=0 shows "
+        "every skip, STET_QUIET=1 none)"
+    ]
 
 
 def test_zero_parameter_function_runs_once(store: Path) -> None:
@@ -373,7 +403,7 @@ def test_reset_helper_removes_records_of_0_0_x_and_imports(store: Path) -> None:
     from stet._identity import Identity
 
     backend = get_backend(store)
-    backend.add(Identity.of_text({"alpha": "0.1", "seed": "2"}), "2025-01-01T00:00:00.000001+00:00")
+    backend.add(Identity.of_text({"alpha": "0.1", "seed": "2"}))
     calls: list[tuple[float, int]] = []
 
     @stet.once(store=store, quiet=True)
@@ -404,6 +434,7 @@ def test_skip_line_cuts_long_values(store: Path, capsys: pytest.CaptureFixture[s
         pass
 
     f("x" * 500, 1)
+    capsys.readouterr()
     f("x" * 500, 1)
     line = capsys.readouterr().out.strip()
     assert line == f"[stet] Skipping f(note='{'x' * 56}..., n=1)"

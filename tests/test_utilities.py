@@ -15,7 +15,7 @@ from stet.backends import get_backend
 
 
 def _fill(store: Path) -> None:
-    @stet.once(store=store)
+    @stet.once(store=store, quiet=True)
     def f(alpha: float, seed: int) -> None:
         pass
 
@@ -139,18 +139,29 @@ def test_reset_missing_store(tmp_path: Path) -> None:
 
 
 def test_load_returns_typed_dataframe(store: Path) -> None:
-    @stet.once(store=store)
+    @stet.once(store=store, quiet=True)
     def f(alpha: float, seed: int, tag: str, flag: bool) -> None:
         pass
 
     f(0.5, 1, "NA", True)
     f(0.25, 2, "", False)
     frame = stet.load(store)
-    assert list(frame.columns) == ["alpha", "seed", "tag", "flag", "_stet_timestamp"]
+    assert list(frame.columns) == [
+        "alpha",
+        "seed",
+        "tag",
+        "flag",
+        "_stet_func",
+        "_stet_host",
+        "_stet_duration",
+        "_stet_timestamp",
+    ]
     assert frame["alpha"].dtype == "float64"
     assert frame["seed"].dtype == "int64"
     assert list(frame["tag"]) == ["NA", ""]
     assert list(frame["flag"]) == [True, False]
+    assert list(frame["_stet_func"]) == ["f", "f"]
+    assert (frame["_stet_duration"] >= 0).all()
     assert isinstance(frame["_stet_timestamp"].dtype, pd.DatetimeTZDtype)
 
 
@@ -162,9 +173,25 @@ def test_status_with_grid_shows_progress_and_eta(
     stet.status(store, grid={"alpha": [0.1, 0.2], "seed": [1, 2, 3]})
     lines = capsys.readouterr().out.splitlines()
     assert "[stet] Progress: 3 / 6 done (50.0%)" in lines
-    eta = [line for line in lines if line.startswith("[stet] ETA: ")]
-    assert len(eta) == 1 and ("recent pace" in eta[0] or "unknown" in eta[0])
+    assert len([line for line in lines if line.startswith("[stet] ETA: ")]) == 1
     stet.status(store, grid=[{"alpha": 0.1, "seed": 1}, {"alpha": 0.2, "seed": 1}])
     lines = capsys.readouterr().out.splitlines()
     assert "[stet] Progress: 2 / 2 done (100.0%)" in lines
     assert not any(line.startswith("[stet] ETA") for line in lines)
+
+
+def test_eta_follows_the_pace_of_the_recent_runs(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+    stamps = [f"2026-01-01T00:00:{s:02d}.000000+00:00" for s in (0, 10, 20)]
+    rows = [f"{a},1,f,a=int;seed=int,{t}" for a, t in enumerate(stamps)]
+    store.write_text("a,seed,_stet_func,_stet_types,_stet_timestamp\n" + "\n".join(rows) + "\n")
+    summary = stet.status(store, grid={"a": list(range(6)), "seed": [1]})
+    assert (summary.total, summary.done) == (6, 3)
+    assert summary.eta == "0m 30s at the recent pace (10 s per run)"
+
+
+def test_eta_is_unknown_before_two_runs(tmp_path: Path) -> None:
+    store = tmp_path / "runs.csv"
+    store.write_text("a,_stet_types,_stet_timestamp\n0,a=int,2026-01-01T00:00:00.000000+00:00\n")
+    summary = stet.status(store, grid={"a": [0, 1]})
+    assert summary.eta == "unknown until two runs have completed"

@@ -7,7 +7,7 @@ which parameter combinations completed and skips them when the script runs again
 from __future__ import annotations
 
 from stet._decorator import OnceFunction, once
-from stet._errors import StoreError, StoreLockTimeout
+from stet._errors import StoreError, StoreLockTimeout, StoreWarning
 from stet._utilities import load, reset, status
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __all__ = [
     "OnceFunction",
     "StoreError",
     "StoreLockTimeout",
+    "StoreWarning",
     "__version__",
     "load",
     "once",

@@ -1,31 +1,31 @@
-"""The ``@stet.once`` decorator: binding arguments, picking the key, skipping, recording."""
+"""The ``@stet.once`` decorator: skip a call whose run completed, record it otherwise.
+
+The pieces live in their own modules: `stet._binding` (arguments to the run),
+`stet._messages` (what is printed), `stet._claiming` (recording, claims, failures) and
+`stet._grid` (``pending``). This module wires them into the decorated function.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import importlib
 import inspect
-import itertools
 import os
 import sys
-import threading
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
-from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from stet._identity import (
-    Identity,
-    check_name,
-    digest_of,
-    digest_part,
-    identity_of,
-    identity_pair,
-    text_digest_of,
-    text_part,
-)
+from stet._binding import Binder
+from stet._claiming import Call, extra_of
+from stet._grid import Pending
+from stet._identity import check_func_name
+from stet._messages import Reporter, describe_short
 from stet.backends import BaseBackend, is_url, open_store
-from stet.backends._base import Lookup, Row, describe, utc_now
-from stet.backends._claims import Claim, Outcome, Owner
+from stet.backends._claims import Outcome, Owner
+from stet.backends._ledger import reset_event
 
-__all__ = ["DEFAULT_STORE", "OnceFunction", "once"]
+__all__ = ["DEFAULT_LEASE", "DEFAULT_STORE", "OnceFunction", "once"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -37,11 +37,6 @@ DEFAULT_STORE = "_stet_store.csv"
 #: Seconds a claim lasts without a heartbeat (``once(claim=True)``).
 DEFAULT_LEASE = 60.0
 
-#: Skip lines printed per function before stet stops announcing each one.
-SKIP_LINES = 10
-
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-
 
 class OnceFunction(Protocol[P, R_co]):
     """A function decorated with `once`: callable as before, plus helpers.
@@ -50,12 +45,14 @@ class OnceFunction(Protocol[P, R_co]):
     when the run is skipped), ``Coroutine[Any, Any, T | None]`` for an ``async def``.
 
     Attributes:
-        store: absolute path of the store recording this function's runs.
+        store: absolute path (or URL) of the store recording this function's runs.
         key: the names of the parameters that identify a run.
+        name: the function name its runs are recorded under.
     """
 
     store: str
     key: tuple[str, ...]
+    name: str
     __name__: str
     __qualname__: str
 
@@ -79,100 +76,49 @@ class OnceFunction(Protocol[P, R_co]):
         ...
 
     def reset(self, *args: Any, **kwargs: Any) -> bool:
-        """Forget the completed run these arguments identify, so it runs again."""
+        """Forget the run these arguments identify (and its failures): it runs again."""
         ...
 
-    def pending(self, grid: Any) -> Iterator[Any]:
-        """Yield the points of ``grid`` whose run has not completed."""
+    def pending(self, grid: Any) -> Pending:
+        """The points of ``grid`` whose run has not completed (``len()`` works)."""
         ...
-
-
-def _quiet_from_env() -> bool | None:
-    text = os.environ.get("STET_QUIET", "").strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    return None
-
-
-def _say(text: str) -> None:
-    """Print a line; characters the console cannot show are escaped, never fatal."""
-    try:
-        print(text, file=sys.stdout)
-    except UnicodeEncodeError:
-        encoding = getattr(sys.stdout, "encoding", None) or "ascii"
-        print(text.encode(encoding, "backslashreplace").decode(encoding), file=sys.stdout)
 
 
 class _Runner:
-    """Everything ``once`` knows about one decorated function.
+    """What ``once`` knows about one decorated function.
 
-    It pickles as its configuration (function, store, key, quiet, claim, lease); the
-    backend is looked up again in the process that unpickles it.
+    It pickles as its configuration; the store is opened again in the process that
+    unpickles it.
     """
 
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        store: str | os.PathLike[str],
-        key: Iterable[str] | str | None,
-        quiet: bool | None,
-        claim: bool = False,
-        lease: float = DEFAULT_LEASE,
-    ) -> None:
-        if lease <= 0:
-            raise ValueError(f"stet: lease must be a positive number of seconds, got {lease!r}")
-        self.claim = claim
-        self.lease = float(lease)
+    def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
+        self.options = options
         self.func = func
-        self.store = os.fspath(store)
-        self.key_spec: tuple[str, ...] | None = (
-            None if key is None else (key,) if isinstance(key, str) else tuple(key)
-        )
-        self.quiet = quiet
+        lease = float(options["lease"])
+        if not lease > 0:
+            raise ValueError(f"stet: lease must be a positive number of seconds, got {lease!r}")
+        attempts = options["max_attempts"]
+        if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
+            raise ValueError(f"stet: max_attempts must be a positive int, got {attempts!r}")
+        self.lease = lease
+        self.claim = bool(options["claim"])
+        self.max_attempts: int | None = attempts
+        self.store: str = options["store"]
         qualname = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
-        self.name = qualname.rsplit("<locals>.", 1)[-1]  # "Model.fit", not "main.<locals>..."
-        self.signature = inspect.signature(func)
-        params = list(self.signature.parameters.values())
-        names = [p.name for p in params]
-        if self.key_spec is None:
-            skip_first = bool(params) and names[0] in ("self", "cls")
-            self.key = tuple(names[1:] if skip_first else names)
-        else:
-            unknown = [k for k in self.key_spec if k not in names]
-            if unknown:
-                raise ValueError(
-                    f"stet: key names {unknown} are not parameters of {self.name}; its "
-                    f"parameters are: {', '.join(names) or '(none)'}"
-                )
-            if len(set(self.key_spec)) != len(self.key_spec):
-                raise ValueError(f"stet: key {list(self.key_spec)} repeats a name")
-            self.key = self.key_spec
-        for name in self.key:
-            check_name(name, f"the key of {self.name}")
-        # Calls that pass every parameter positionally skip inspect's slower binding.
-        self._positions = (
-            tuple(names.index(k) for k in self.key)
-            if all(p.kind in _POSITIONAL for p in params)
-            else None
-        )
-        self._arity = len(params)
-        self._skips = 0
+        default_name = qualname.rsplit("<locals>.", 1)[-1]  # "Model.fit", not "main.<locals>..."
+        self.name = check_func_name(options["name"] or default_name)
+        # Kept with the configuration: a copy unpickled elsewhere records the same name.
+        self.options = {**options, "name": self.name}
+        self.binder = Binder(func, self.name, options["key"], options["ignore"])
+        self.meta = extra_of(options["meta"])
+        self.reporter = Reporter(self.name, options["quiet"])
         self._backend: BaseBackend | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {
-            "func": self.func,
-            "store": self.store,
-            "key": self.key_spec,
-            "quiet": self.quiet,
-            "claim": self.claim,
-            "lease": self.lease,
-        }
+        return {"func": self.func, "options": self.options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        self.__init__(state["func"], state["options"])  # type: ignore[misc]
 
     @property
     def backend(self) -> BaseBackend:
@@ -180,268 +126,198 @@ class _Runner:
             self._backend = open_store(self.store)
         return self._backend
 
-    def identity(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Identity:
-        """The identity of the run a call with ``args`` and ``kwargs`` makes."""
-        if self._positions is not None and not kwargs and len(args) == self._arity:
-            values = dict(zip(self.key, [args[i] for i in self._positions], strict=True))
-        else:
-            try:
-                bound = self.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise TypeError(f"{self.name}(): {exc}") from None
-            bound.apply_defaults()
-            arguments = bound.arguments
-            values = {k: arguments[k] for k in self.key}
-        return identity_of(values, f"{self.name}()")
-
-    def skipped(self, ident: Identity, busy: Claim | None = None) -> None:
-        quiet = self.quiet if self.quiet is not None else _quiet_from_env()
-        if quiet:
-            return
-        self._skips += 1
-        if quiet is None and self._skips > SKIP_LINES:
-            if self._skips == SKIP_LINES + 1:
-                _say(
-                    f"[stet] Skipping more completed runs of {self.name} without a line "
-                    "each (STET_QUIET=0 shows every skip, STET_QUIET=1 none)"
-                )
-            return
-        shown = describe(ident, limit=60)
-        if busy is not None:
-            owner = busy.owner
-            _say(
-                f"[stet] Skipping {self.name}({shown}): another worker is running it "
-                f"({owner.host}, pid {owner.pid})"
-            )
-            return
-        _say(f"[stet] Skipping {self.name}({shown})")
-
-    def begin(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> _Call | None:
+    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         """Decide whether a call runs: None to skip it, else the run to wrap it in."""
-        ident = self.identity(args, kwargs)
+        ident = self.binder.identity(args, kwargs)
         backend = self.backend
+        reporter = self.reporter
+        if not reporter.announced:
+            reporter.first_call(backend.location, backend.count(self.name))
         if backend.contains(ident):
-            self.skipped(ident)
+            reporter.skipped(describe_short(ident))
             return None
+        attempt = 1
+        if self.max_attempts is not None:
+            failures = backend.failures(ident)
+            if failures >= self.max_attempts:
+                reporter.skipped(
+                    describe_short(ident),
+                    why=f"it failed {failures} times (max_attempts={self.max_attempts}); "
+                    f"{self.name}.reset(...) lets it run again",
+                )
+                return None
+            attempt = failures + 1
+        backend.check_writable()  # before the body: an unwritable store costs no run
         if not self.claim:
-            return _Call(backend, ident, None, 0.0)
+            return Call(backend, ident, None, self.lease, self.meta, reporter, attempt)
         owner = Owner.new()
         outcome, current = backend.claim(ident, owner, self.lease)
         if outcome is Outcome.DONE:
-            self.skipped(ident)
+            reporter.skipped(describe_short(ident))
             return None
         if outcome is Outcome.BUSY:
-            self.skipped(ident, current)
+            reporter.skipped(describe_short(ident), busy=current)
             return None
-        return _Call(backend, ident, owner, self.lease)
+        return Call(backend, ident, owner, self.lease, self.meta, reporter, attempt)
 
-    def pending(self, grid: Any) -> Iterator[Any]:
-        """The points of ``grid`` whose run has not completed, checked in batches."""
-        materialize: Callable[[Any], Any]
-        if isinstance(grid, Mapping):
-            names = list(grid)
-            axes = [list(grid[name]) for name in names]
-            pairs: Iterable[tuple[Any, Lookup]] = self._product(names, axes)
-
-            def materialize(index: Any) -> Any:
-                return {name: axes[i][index[i]] for i, name in enumerate(names)}
-        else:
-            pairs = ((point, self._point_identity(point)) for point in grid)
-
-            def materialize(point: Any) -> Any:
-                return point
-
+    def reset(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        ident = self.binder.identity(args, kwargs)
         backend = self.backend
-        while batch := list(itertools.islice(pairs, 4096)):
-            done = backend.completed([ident for _, ident in batch])
-            for (point, _), finished in zip(batch, done, strict=True):
-                if not finished:
-                    yield materialize(point)
+        targets = {ident.digest, ident.plain, ident.legacy}
+        removed = backend.discard(lambda row: row.digest() in targets)
+        try:
+            if backend.failures(ident):
+                backend.note(reset_event(ident))
+        except NotImplementedError:
+            pass
+        return bool(removed)
 
-    def _point_identity(self, point: Any) -> Identity:
-        if isinstance(point, Mapping):
-            return self.identity((), point)
-        if isinstance(point, tuple):
-            return self.identity(point, {})
-        return self.identity((point,), {})
+    def pending(self, grid: Any) -> Pending:
+        busy = self.backend.busy() if self.claim else None
+        return Pending(self.binder, self.backend, grid, busy)
 
-    def _product(
-        self, names: list[str], axes: list[list[Any]]
-    ) -> Iterator[tuple[Any, Identity | _GridPoint]]:
-        """Index tuples of a dict-of-lists grid, with each point's identity.
-
-        Each value is canonicalised once per axis, not once per point, so a grid of a
-        million points costs about a microsecond a point.
-        """
-        params = self.signature.parameters
-        unknown = [n for n in names if n not in params]
-        if unknown or any(
-            p.kind is p.VAR_KEYWORD or p.kind is p.VAR_POSITIONAL for p in params.values()
-        ):
-            for index in itertools.product(*(range(len(axis)) for axis in axes)):
-                point = {name: axes[i][index[i]] for i, name in enumerate(names)}
-                yield index, self.identity((), point)
-            return
-        fixed: dict[str, tuple[str, str]] = {}
-        for key in self.key:
-            if key not in names:
-                default = params[key].default
-                if default is inspect.Parameter.empty:
-                    raise TypeError(
-                        f"{self.name}(): the grid has no values for parameter {key!r}, "
-                        "which has no default"
-                    )
-                fixed[key] = identity_pair(key, default, self.name)
-        # Each key parameter's digest pieces are computed once per axis value; a point
-        # then only joins its pieces (sorted by name) and hashes them.
-        axis_of = {name: i for i, name in enumerate(names)}
-        typed: list[tuple[list[str], int | None]] = []
-        by_text: list[tuple[list[str], int | None]] = []
-        for key in sorted(self.key):
-            if key in axis_of:
-                i = axis_of[key]
-                pairs = [identity_pair(key, v, self.name) for v in axes[i]]
-                typed.append(([digest_part(key, tag, text) for tag, text in pairs], i))
-                by_text.append(([text_part(key, text) for _, text in pairs], i))
-            else:
-                tag, text = fixed[key]
-                typed.append(([digest_part(key, tag, text)], None))
-                by_text.append(([text_part(key, text)], None))
-        for index in itertools.product(*(range(len(axis)) for axis in axes)):
-            parts = [p[0 if i is None else index[i]] for p, i in typed]
-            yield index, _GridPoint(digest_of(parts), index, by_text)
+    def describe(self) -> str:
+        backend = self.backend
+        try:
+            done = f"{backend.count(self.name) or 0:,} completed"
+        except Exception:
+            done = "store unreadable"
+        return (
+            f"<stet.once {self.name}({', '.join(self.binder.key)}) store={backend.location} {done}>"
+        )
 
 
-class _GridPoint:
-    """A grid point's digest, and its text-only digest computed only when asked.
-
-    Stores holding records matched by text alone (written by 0.0.x, or imported) also
-    look points up by ``legacy``; most stores never ask for it.
-    """
-
-    __slots__ = ("by_text", "digest", "index")
-
-    def __init__(
-        self,
-        digest: bytes,
-        index: tuple[int, ...],
-        by_text: list[tuple[list[str], int | None]],
-    ) -> None:
-        self.digest = digest
-        self.index = index
-        self.by_text = by_text
-
-    @property
-    def legacy(self) -> bytes:
-        index = self.index
-        return text_digest_of([p[0 if i is None else index[i]] for p, i in self.by_text])
+def _resolve(module: str, qualname: str) -> Any:
+    """``module.qualname``, or None where that name does not lead anywhere."""
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found
 
 
-class _Call:
-    """One run that is going ahead: records it if the body returns normally.
+class _Once:
+    """The decorated function: calls the original unless its run completed."""
 
-    With claims it also keeps the claim alive while the body runs (a heartbeat
-    thread) and releases the claim if the body raises.
-    """
+    __wrapped__: Callable[..., Any]
+    __name__: str
+    __qualname__: str
 
-    def __init__(
-        self, backend: BaseBackend, ident: Identity, owner: Owner | None, lease: float
-    ) -> None:
-        self.backend = backend
-        self.ident = ident
-        self.owner = owner
-        self.beat = None if owner is None else _Heartbeat(backend, ident, owner, lease)
+    def __init__(self, runner: _Runner) -> None:
+        self._stet_runner = runner
+        functools.update_wrapper(self, runner.func)
+        self.store = runner.store
+        self.key = runner.binder.key
+        self.name = runner.name
 
-    def __enter__(self) -> None:
-        if self.beat is not None:
-            self.beat.start()
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call = self._stet_runner.begin(args, kwargs)
+        if call is None:
+            return None
+        try:
+            result = self.__wrapped__(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.succeeded()
+        return result
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if self.beat is not None:
-            self.beat.stop()
-        if kind is not None:
-            if self.owner is not None:
-                self.backend.release(self.ident, self.owner)
-            return  # nothing recorded: the exception propagates and the run stays to do
-        if self.owner is None:
-            self.backend.add(self.ident, utc_now())
-        else:
-            self.backend.complete(self.ident, self.owner, utc_now())
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return _Bound(self, instance)
+
+    def __repr__(self) -> str:
+        return self._stet_runner.describe()
+
+    def __reduce__(self) -> Any:
+        runner = self._stet_runner
+        module, qualname = self.__module__, self.__qualname__
+        if _resolve(module, qualname) is self:
+            if module != "__main__":
+                return (_by_reference, (module, qualname))
+            # A script's function: pickle (multiprocessing) takes the undecorated function
+            # by name, and its name now leads to this wrapper. Naming it after the
+            # wrapper's __wrapped__ lets pickle find it; cloudpickle (notebooks, Dask,
+            # loky, Ray) copies a __main__ function by value and ignores the name.
+            runner.func.__qualname__ = f"{qualname}.__wrapped__"
+        return (_rebuild, (runner,))
+
+    def has(self, *args: Any, **kwargs: Any) -> bool:
+        runner = self._stet_runner
+        return runner.backend.contains(runner.binder.identity(args, kwargs))
+
+    is_done = has
+
+    def reset(self, *args: Any, **kwargs: Any) -> bool:
+        return self._stet_runner.reset(args, kwargs)
+
+    def pending(self, grid: Any) -> Pending:
+        return self._stet_runner.pending(grid)
 
 
-class _Heartbeat(threading.Thread):
-    """Renews a claim's lease every third of the lease until stopped."""
+class _OnceAsync(_Once):
+    """The decorated ``async def``: the run is recorded when the coroutine completes."""
 
-    def __init__(self, backend: BaseBackend, ident: Identity, owner: Owner, lease: float) -> None:
-        super().__init__(name="stet-heartbeat", daemon=True)
-        self.backend = backend
-        self.identity = ident
-        self.owner = owner
-        self.lease = lease
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.lease / 3):
-            try:
-                if not self.backend.renew(self.identity, self.owner, self.lease):
-                    return  # taken over after the lease ran out: nothing left to renew
-            except Exception:
-                continue
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.join()
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        call = self._stet_runner.begin(args, kwargs)
+        if call is None:
+            return None
+        try:
+            result = await self.__wrapped__(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        call.succeeded()
+        return result
 
 
-def _build(runner: _Runner) -> Any:
-    """The wrapper function for a runner (sync or async), with its helpers attached."""
-    func = runner.func
-    if inspect.iscoroutinefunction(func):
+class _Bound:
+    """A decorated method bound to an instance (``obj.method``)."""
 
-        @functools.wraps(func)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = runner.begin(args, kwargs)
-            if call is None:
-                return None
-            with call:
-                return await cast(Callable[..., Awaitable[Any]], func)(*args, **kwargs)
+    def __init__(self, once: _Once, instance: object) -> None:
+        self._once = once
+        self._instance = instance
+        self.__wrapped__ = once.__wrapped__
+        self.__name__ = once.__name__
+        self.__qualname__ = once.__qualname__
+        self.__doc__ = once.__doc__
 
-        wrapper: Any = async_wrapper
-    else:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._once(self._instance, *args, **kwargs)
 
-        @functools.wraps(func)
-        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            call = runner.begin(args, kwargs)
-            if call is None:
-                return None
-            with call:
-                return func(*args, **kwargs)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._once, name)
 
-        wrapper = sync_wrapper
+    def __repr__(self) -> str:
+        return f"<bound {self._once!r} of {self._instance!r}>"
 
-    def has(*args: Any, **kwargs: Any) -> bool:
-        return runner.backend.contains(runner.identity(args, kwargs))
+    def has(self, *args: Any, **kwargs: Any) -> bool:
+        return self._once.has(self._instance, *args, **kwargs)
 
-    def reset(*args: Any, **kwargs: Any) -> bool:
-        ident = runner.identity(args, kwargs)
+    is_done = has
 
-        def same_run(row: Row) -> bool:
-            digest, by_text = row.digest()
-            return digest == (ident.legacy if by_text else ident.digest)
+    def reset(self, *args: Any, **kwargs: Any) -> bool:
+        return self._once.reset(self._instance, *args, **kwargs)
 
-        return bool(runner.backend.discard(same_run))
 
-    def pending(grid: Any) -> Iterator[Any]:
-        return runner.pending(grid)
+def _by_reference(module: str, qualname: str) -> Any:
+    importlib.import_module(module)
+    return _resolve(module, qualname)
 
-    wrapper.store = runner.store
-    wrapper.key = runner.key
-    wrapper.has = has
-    wrapper.is_done = has
-    wrapper.reset = reset
-    wrapper.pending = pending
-    wrapper._stet_runner = runner
-    return wrapper
+
+def _rebuild(runner: _Runner) -> _Once:
+    return _wrap(runner)
+
+
+def _wrap(runner: _Runner) -> _Once:
+    if inspect.iscoroutinefunction(runner.func):
+        wrapper: _Once = _OnceAsync(runner)
+        if hasattr(inspect, "markcoroutinefunction"):
+            inspect.markcoroutinefunction(wrapper)
+        else:  # Python 3.11: asyncio.iscoroutinefunction looks for this marker
+            wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+        return wrapper
+    return _Once(runner)
 
 
 class _Decorator(Protocol):
@@ -468,51 +344,84 @@ def once(func: Callable[P, T], /) -> OnceFunction[P, T | None]: ...
 
 @overload
 def once(
-    *,
     store: str | os.PathLike[str] = DEFAULT_STORE,
+    /,
+    *,
     key: Iterable[str] | str | None = None,
+    ignore: Iterable[str] | str | None = None,
+    name: str | None = None,
     quiet: bool | None = None,
     claim: bool = False,
     lease: float = DEFAULT_LEASE,
+    meta: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
+) -> _Decorator: ...
+
+
+@overload
+def once(
+    *,
+    store: str | os.PathLike[str] = DEFAULT_STORE,
+    key: Iterable[str] | str | None = None,
+    ignore: Iterable[str] | str | None = None,
+    name: str | None = None,
+    quiet: bool | None = None,
+    claim: bool = False,
+    lease: float = DEFAULT_LEASE,
+    meta: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
 ) -> _Decorator: ...
 
 
 def once(
-    func: Callable[..., Any] | None = None,
+    func: Any = None,
     /,
     *,
-    store: str | os.PathLike[str] = DEFAULT_STORE,
+    store: str | os.PathLike[str] | None = None,
     key: Iterable[str] | str | None = None,
+    ignore: Iterable[str] | str | None = None,
+    name: str | None = None,
     quiet: bool | None = None,
     claim: bool = False,
     lease: float = DEFAULT_LEASE,
+    meta: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
 ) -> Any:
     """Run a function once per parameter combination, across restarts.
 
-    Use it bare (``@stet.once``) or with options (``@stet.once(store="runs.sqlite")``).
+    Use it bare (``@stet.once``), with options (``@stet.once(store="runs.sqlite")``),
+    or with the store as its only positional argument (``@stet.once("runs.csv")``).
     Each call binds its arguments to parameter names (defaults applied), takes the key
-    parameters, and skips the call, returning None, if the store records that key as
-    completed. Otherwise it calls the function and, only if it returns normally,
-    records the key with a UTC timestamp. ``async def`` functions are recorded when
-    the coroutine completes.
+    parameters, and skips the call, returning None, if the store records that run of
+    this function as completed. Otherwise it calls the function and, only if it returns
+    normally, records the run with a UTC timestamp, its duration, host and cluster job.
+    ``async def`` functions are recorded when the coroutine completes.
 
     Args:
-        func: the function, when used bare.
+        func: the function, when used bare; or the store, when given positionally.
         store: the store file (``.csv``, ``.json``, ``.sqlite``/``.db``, ``.parquet``),
             relative paths resolved against the current directory when decorating; or a
             ``postgresql://user@host/db`` URL for workers on many machines.
         key: parameter names that identify a run (default: all but ``self``/``cls``).
-        quiet: True hides skip lines, False prints every one; None (default) follows
-            the ``STET_QUIET`` environment variable, else prints the first ten per
-            function and then one line saying further skips are not shown.
+        ignore: parameter names to leave out of the key (the complement of ``key``).
+        name: the function name runs are recorded under (default: the function's
+            qualified name). Give the old name to keep a renamed function's history, or
+            one name to several functions that should share their runs.
+        quiet: True hides skip lines and the summary, False prints every skip line;
+            None (default) follows the ``STET_QUIET`` environment variable, else prints
+            the first ten skips per function, then one line saying the rest are hidden.
         claim: for several workers sharing one store (array jobs, many copies of a
             script): claim each run before starting it, so that no run is started twice
             while its first worker is alive. Others skip a claimed run; the claim turns
             into a record on success and is released on an exception. A claim whose
-            worker died is taken over: at once if it was a process on this host, else
-            when its lease expires.
-        lease: seconds a claim stays valid without a heartbeat; a running call renews
-            it every ``lease / 3`` seconds.
+            worker died is taken over: at once if it was a process on this machine,
+            else when its lease expires.
+        lease: seconds a claim stays valid without a heartbeat; a process holding
+            claims renews them every third of the shortest lease.
+        meta: your own fields recorded with each completed run (``_stet_meta``, JSON),
+            such as ``{"commit": "3f2a1c0"}``.
+        max_attempts: stop retrying a run after this many failures; it is then
+            skipped, saying why, until ``f.reset(...)``. Default: retry every time.
 
     Raises:
         ValueError: at decoration time, for a key naming a parameter the function does
@@ -524,11 +433,32 @@ def once(
         ... def train(alpha, seed, verbose=False):
         ...     return alpha * seed
     """
-    store_path = os.fspath(store) if is_url(store) else os.path.abspath(os.fspath(store))
+    if isinstance(func, (str, os.PathLike)):
+        if store is not None:
+            raise TypeError("stet: once() got the store twice, positionally and as store=")
+        store, func = func, None
+    elif func is not None and not callable(func):
+        raise TypeError(
+            f"stet: once() takes a function, or the store as a path; got {type(func).__name__}. "
+            'Write @stet.once(store="runs.csv").'
+        )
+    where = os.fspath(store if store is not None else DEFAULT_STORE)
+    store_path = where if is_url(where) else os.path.abspath(where)
     open_store(store_path)  # an unknown ending or missing pyarrow fails now, not mid-sweep
+    options = {
+        "store": store_path,
+        "key": key,
+        "ignore": ignore,
+        "name": name,
+        "quiet": quiet,
+        "claim": claim,
+        "lease": lease,
+        "meta": dict(meta) if meta else None,
+        "max_attempts": max_attempts,
+    }
 
     def decorate(f: Callable[..., Any]) -> Any:
-        return _build(_Runner(f, store_path, key, quiet, claim, lease))
+        return _wrap(_Runner(f, options))
 
     if func is not None:
         return decorate(func)

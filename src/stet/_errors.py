@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StoreError", "StoreLockTimeout"]
+__all__ = ["StoreError", "StoreLockTimeout", "StoreWarning"]
 
 
 class StoreError(ValueError):
@@ -15,3 +15,7 @@ class StoreError(ValueError):
 
 class StoreLockTimeout(StoreError, TimeoutError):
     """The lock guarding a store could not be acquired in time."""
+
+
+class StoreWarning(UserWarning):
+    """stet changed a store to go on (e.g. moved an interrupted write aside) and says so."""

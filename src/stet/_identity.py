@@ -1,11 +1,17 @@
-"""Run identity: the canonical text of key values.
+"""Run identity: the canonical text of key values, and the digest of a run.
 
-Two calls are the same run when their key parameters have the same names, the same
-type families and the same canonical text. The text of a Python scalar is ``str(value)``
-(floats print their shortest round-trip form), which keeps stores written by stet 0.0.x
-matching. Containers get a canonical, order-independent text where order carries no
-meaning (dict keys, sets). Values whose text would not identify them faithfully raise
-``TypeError`` instead of risking a false skip.
+Two calls are the same run when they come from the same function and their key
+parameters have the same names, the same type families and the same canonical text.
+The text of a Python scalar is ``str(value)`` (floats print their shortest round-trip
+form), which keeps stores written by stet 0.0.x matching. Containers get a canonical,
+order-independent text where order carries no meaning (dict keys, sets). Values whose
+text would not identify them faithfully raise ``TypeError`` instead of risking a false
+skip. Identity never comes from text a class can override: a subclass of a built-in is
+identified by its built-in value.
+
+The digest of a run is the XOR of one 128-bit piece per key parameter and a base for
+the function (see `piece` and `base`). XOR makes the digest independent of parameter
+order and lets a grid reuse each axis value's piece for every point it appears in.
 """
 
 from __future__ import annotations
@@ -18,80 +24,99 @@ import fractions
 import hashlib
 import pathlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "Identity",
-    "canonical",
-    "identity_of",
-    "format_types",
-    "parse_types",
     "TAGS",
+    "Identity",
+    "base",
+    "canonical",
+    "check_name",
+    "format_types",
+    "identity_of",
+    "parse_types",
+    "piece",
 ]
 
 # A type tag names the family a value belongs to. It is stored next to the text so that
 # "1" (a str) and 1 (an int), or "None" and None, stay different runs. The tag "text"
-# marks a record imported from text (``stet import``): it matches by text alone, like a
-# record written by stet 0.0.x.
+# marks a value known only as text (``stet import``, or a string given to the backend
+# API as 0.0.x taught): such a record matches by text alone, like a 0.0.x record.
 TAGS = frozenset(
     {
         "none", "bool", "int", "float", "str", "complex", "decimal", "fraction",
         "path", "bytes", "datetime", "date", "time", "timedelta", "uuid", "enum",
         "tuple", "list", "dict", "set", "frozenset", "record", "text",
+        "datetime64", "timedelta64",
     }
 )  # fmt: skip
 
-_SCALAR_TAGS: dict[type, str] = {
-    type(None): "none",
-    bool: "bool",
-    int: "int",
-    float: "float",
-    str: "str",
-    complex: "complex",
-    decimal.Decimal: "decimal",
-    fractions.Fraction: "fraction",
-    bytes: "bytes",
-    _dt.datetime: "datetime",
-    _dt.date: "date",
-    _dt.time: "time",
-    _dt.timedelta: "timedelta",
-    uuid.UUID: "uuid",
-}
+_DT = _dt.datetime
 
-# Separators that cannot appear in a parameter name or a type tag; they only frame the
-# hashed identity string, never a stored cell.
+# Exact built-in types, and how to read the built-in value out of an instance of a
+# subclass without calling anything the subclass may have overridden.
+_SCALARS: dict[type, tuple[str, Any]] = {
+    type(None): ("none", None),
+    bool: ("bool", None),
+    int: ("int", int.__int__),
+    float: ("float", float.__float__),
+    str: ("str", str.__str__),
+    complex: ("complex", complex.__complex__),
+    bytes: ("bytes", bytes.__bytes__),
+    decimal.Decimal: ("decimal", None),
+    fractions.Fraction: ("fraction", None),
+    _dt.datetime: ("datetime", lambda v: _DT.combine(_DT.date(v), _DT.timetz(v))),
+    _dt.date: ("date", lambda v: _dt.date.fromordinal(_dt.date.toordinal(v))),
+    _dt.time: ("time", lambda v: _dt.time.fromisoformat(_dt.time.isoformat(v))),
+    _dt.timedelta: ("timedelta", None),
+    uuid.UUID: ("uuid", None),
+}
+# Subclasses are checked in this order: bool before int, datetime before date.
+_SUBCLASS_ORDER = (int, float, str, complex, bytes, _dt.datetime, _dt.date, _dt.time)
+
+# Separators that cannot appear in a parameter name, a type tag or a function name; they
+# only frame the hashed text, never a stored cell.
 _FIELD = "\x1e"
-_ITEM = "\x1f"
 
 
 class _Unfaithful(Exception):
     """Raised inside canonicalisation; turned into a TypeError naming the parameter."""
 
 
-def _unwrap_numpy(value: Any) -> Any:
-    """Return the Python scalar behind a NumPy scalar, or raise for arrays."""
+def _from_numpy(value: Any) -> tuple[str, Any]:
+    """The tag and Python value of a NumPy scalar, or raise for anything else."""
     cls = type(value)
-    if cls.__name__ == "ndarray" or cls.__name__ == "matrix":
+    dtype = getattr(value, "dtype", None)
+    if cls.__name__ in ("ndarray", "matrix") or getattr(value, "ndim", 0) != 0:
         raise _Unfaithful(
             f"a NumPy array (shape {getattr(value, 'shape', '?')}) has no faithful "
             "text identity; pass tuple(arr.tolist()) or leave it out of the key"
         )
-    item = getattr(value, "item", None)
-    if item is None:
-        raise _Unfaithful(f"an object of type {cls.__module__}.{cls.__qualname__}")
-    return item()
+    kind = getattr(dtype, "kind", None)
+    if kind in ("M", "m"):
+        # datetime64/timedelta64: .item() would give None for NaT (same as None) or an
+        # int for nanosecond units (same as an int). Their own text carries the unit.
+        return ("datetime64" if kind == "M" else "timedelta64"), str(value)
+    if kind == "f" and getattr(dtype, "itemsize", 8) > 8:
+        raise _Unfaithful(
+            f"a NumPy {dtype} has more precision than a Python float, so its text would "
+            "not identify it; convert it with float() or str() first"
+        )
+    if kind in ("b", "i", "u", "f", "c", "U", "S"):
+        return _tag_of(value.item())
+    raise _Unfaithful(f"a NumPy scalar of dtype {dtype}")
 
 
 def _tag_of(value: Any) -> tuple[str, Any]:
-    """Classify ``value``; return its tag and the (possibly converted) value."""
+    """Classify ``value``; return its tag and the value to take its text from."""
     cls = type(value)
-    tag = _SCALAR_TAGS.get(cls)
-    if tag is not None:
-        return tag, value
+    found = _SCALARS.get(cls)
+    if found is not None:
+        return found[0], value
     module = cls.__module__
     if module == "numpy" or module.startswith("numpy."):
-        return _tag_of(_unwrap_numpy(value))
+        return _from_numpy(value)
     if module == "pandas" or module.startswith("pandas."):
         raise _Unfaithful(
             f"a pandas {cls.__name__} has no faithful text identity (its repr is "
@@ -115,33 +140,51 @@ def _tag_of(value: Any) -> tuple[str, Any]:
         return "set", value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return "record", value
-    # Subclasses of the scalar types (a str subclass, an IntFlag, ...) keep their base
-    # family when they add no identity of their own.
-    for base, base_tag in _SCALAR_TAGS.items():
-        if base is not type(None) and isinstance(value, base):
-            convert: Any = base
-            return base_tag, convert(value) if base in (str, int, float, complex, bytes) else value
+    for base_type in _SUBCLASS_ORDER:
+        if isinstance(value, base_type):
+            tag, unwrap = _SCALARS[base_type]
+            return tag, unwrap(value)
     raise _Unfaithful(f"an object of type {module}.{cls.__qualname__}")
 
 
 def _nested(value: Any) -> str:
     """Canonical text of a value inside a container (strings quoted, like repr)."""
     tag, value = _tag_of(value)
-    if tag == "str" or tag == "bytes":
-        return repr(value)
-    if tag in ("none", "bool", "int", "float", "decimal", "fraction", "uuid", "complex"):
-        return _top(tag, value) if tag != "decimal" else f"Decimal('{value}')"
-    return (
-        f"{tag}:{_top(tag, value)}"
-        if tag in ("path", "datetime", "date", "time", "timedelta")
-        else _top(tag, value)
-    )
+    if tag == "str":
+        return str.__repr__(value)
+    if tag == "bytes":
+        return bytes.__repr__(value)
+    if tag == "decimal":
+        return f"Decimal('{value}')"
+    if tag in ("none", "bool", "int", "float", "fraction", "uuid", "complex"):
+        return _top(tag, value)
+    if tag in ("path", "datetime", "date", "time", "timedelta", "datetime64", "timedelta64"):
+        return f"{tag}:{_top(tag, value)}"
+    return _top(tag, value)
+
+
+def _enum_text(value: enum.Enum) -> str:
+    cls = type(value)
+    name = value._name_
+    if name is not None and cls._member_map_.get(name) is value:
+        return f"{cls.__qualname__}.{name}"
+    # A Flag combination or pseudo-member (Perm(0), Perm(8)) has no member name of its
+    # own: identify it by its value.
+    return f"{cls.__qualname__}({_nested(value._value_)})"
 
 
 def _top(tag: str, value: Any) -> str:
     """Canonical text of a top-level value of family ``tag``."""
     if tag == "float":
-        return repr(value)
+        return float.__repr__(value)
+    if tag == "int":
+        return int.__repr__(value)
+    if tag == "str":
+        return value  # type: ignore[no-any-return]
+    if tag == "bytes":
+        return bytes.__repr__(value)
+    if tag == "complex":
+        return complex.__repr__(value)
     if tag in ("tuple", "list"):
         inner = ", ".join(_nested(v) for v in value)
         if tag == "list":
@@ -151,13 +194,14 @@ def _top(tag: str, value: Any) -> str:
         items = sorted((_nested(k), _nested(v)) for k, v in value.items())
         return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
     if tag in ("set", "frozenset"):
+        # Sorted texts: the same set has the same text whatever its iteration order,
+        # which for strings changes with PYTHONHASHSEED from one process to the next.
         inner = ", ".join(sorted(_nested(v) for v in value))
         if tag == "set":
             return "{" + inner + "}" if value else "set()"
         return f"frozenset({{{inner}}})" if value else "frozenset()"
     if tag == "enum":
-        cls = type(value)
-        return f"{cls.__qualname__}.{value.name}"
+        return _enum_text(value)
     if tag == "record":
         cls = type(value)
         if dataclasses.is_dataclass(value):
@@ -167,7 +211,7 @@ def _top(tag: str, value: Any) -> str:
         inner = ", ".join(f"{name}={_nested(v)}" for name, v in fields)
         return f"{cls.__qualname__}({inner})"
     if tag == "path":
-        return str(value)
+        return pathlib.PurePath.__str__(value)
     return str(value)
 
 
@@ -183,9 +227,9 @@ def canonical(value: Any) -> tuple[str, str]:
             _check_encodable(value)
         return "str", value
     if cls is int:
-        return "int", str(value)
+        return "int", int.__repr__(value)
     if cls is float:
-        return "float", repr(value)
+        return "float", float.__repr__(value)
     try:
         tag, value = _tag_of(value)
         text = _top(tag, value)
@@ -206,6 +250,9 @@ def _check_encodable(text: str) -> None:
             f"a str with a lone surrogate ({text[exc.start]!r} at index {exc.start}) cannot "
             "be stored as UTF-8 text"
         ) from None
+
+
+# -- the stored form of a record's types ----------------------------------------------
 
 
 def format_types(names: tuple[str, ...], tags: tuple[str, ...]) -> str:
@@ -247,149 +294,122 @@ def parse_types(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return parsed
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+# -- digests ------------------------------------------------------------------------
+
+_pieces: dict[str, int] = {}
+_PIECE_CACHE = 1 << 17  # entries; grid values repeat, so most lookups hit
+_CACHED_TEXT = 256  # longer texts are hashed each time rather than kept
 
 
-def digest_plan(
-    names: tuple[str, ...], tags: tuple[str, ...] | None
-) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
-    """How to build the digested text of a record with these key names and tags.
+def _hash(text: str) -> int:
+    data = text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "little")
 
-    The text is a head letter (``T`` typed, ``L`` by text alone, as 0.0.x and imported
-    records match), then one piece per key parameter, sorted by name so parameter
-    order never matters, joined by a separator. A piece is ``prefix + len(text) + ":"
-    + text``: the length keeps texts that contain the separators from running into
-    each other.
 
-    Returns the head letter, the order in which to take the texts, and the prefix of
-    each piece in that order.
+def piece(name: str, tag: str, text: str) -> int:
+    """The 128-bit piece one key parameter contributes to a run's digest.
+
+    ``tag`` is the value's type family, or ``""`` for a value matched by text alone
+    (0.0.x and imported records). The hashed text is ``name, tag, text`` framed by a
+    separator that no name or tag can hold, so no two parameters share a piece.
     """
-    order = tuple(sorted(range(len(names)), key=names.__getitem__))
-    if tags is None or "text" in tags:
-        return "L", order, tuple(f"{names[i]}{_FIELD}" for i in order)
-    return "T", order, tuple(f"{names[i]}{_FIELD}{tags[i]}{_FIELD}" for i in order)
-
-
-def digester(
-    names: tuple[str, ...], tags: tuple[str, ...] | None, positions: Sequence[Any]
-) -> Callable[[Any], bytes]:
-    """A function digesting a record's texts, found at ``positions`` of its cells.
-
-    The one implementation of the digest (see `digest_plan`), used for calls and for
-    stored records alike. Records with one, two or three key parameters (nearly all
-    sweeps) get a function with the pieces spelled out, a third faster than the
-    general loop: a cold start digests every record, and each call digests its key.
-    """
-    head, order, prefixes = digest_plan(names, tags)
-    pairs = tuple(zip(prefixes, [positions[i] for i in order], strict=True))
-    blake2b = hashlib.blake2b
-
-    def general(cells: Any) -> bytes:
-        text = head + _ITEM.join([f"{p}{len(cells[i])}:{cells[i]}" for p, i in pairs])
-        return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-    if len(pairs) == 1:
-        ((p0, i0),) = pairs
-
-        def one(c: Any) -> bytes:
-            a = c[i0]
-            text = f"{head}{p0}{len(a)}:{a}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return one
-    if len(pairs) == 2:
-        (p0, i0), (p1, i1) = pairs
-
-        def two(c: Any) -> bytes:
-            a, b = c[i0], c[i1]
-            text = f"{head}{p0}{len(a)}:{a}{_ITEM}{p1}{len(b)}:{b}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return two
-    if len(pairs) == 3:
-        (p0, i0), (p1, i1), (p2, i2) = pairs
-
-        def three(c: Any) -> bytes:
-            a, b, d = c[i0], c[i1], c[i2]
-            text = f"{head}{p0}{len(a)}:{a}{_ITEM}{p1}{len(b)}:{b}{_ITEM}{p2}{len(d)}:{d}"
-            return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-        return three
-    return general
-
-
-_digesters: dict[tuple[tuple[str, ...], tuple[str, ...] | None], Callable[[Any], bytes]] = {}
-
-
-def _texts_digester(names: tuple[str, ...], tags: tuple[str, ...] | None) -> Callable[[Any], bytes]:
-    """The cached digester of a tuple of texts in ``names`` order."""
-    found = _digesters.get((names, tags))
+    framed = f"P{name}{_FIELD}{tag}{_FIELD}{text}"
+    found = _pieces.get(framed)
     if found is None:
-        found = digester(names, tags, range(len(names)))
-        if len(_digesters) < 10_000:
-            _digesters[(names, tags)] = found
+        found = _hash(framed)
+        if len(text) <= _CACHED_TEXT:
+            if len(_pieces) >= _PIECE_CACHE:
+                _pieces.clear()
+            _pieces[framed] = found
     return found
 
 
-def typed_digest(names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
-    """Digest identifying a record exactly: its key names, type tags and texts."""
-    return _texts_digester(names, tags)(texts)
+_bases: dict[tuple[bool, str | None], int] = {}
 
 
-def legacy_digest(names: tuple[str, ...], texts: tuple[str, ...]) -> bytes:
-    """Digest of a record by names and texts only, as stet 0.0.x compared them."""
-    return _texts_digester(names, None)(texts)
+def base(func: str | None, by_text: bool = False) -> int:
+    """The part of a run's digest that says which function it belongs to.
 
-
-def digest_part(name: str, tag: str, text: str) -> str:
-    """One key parameter's piece of a typed digest (see `digest_plan`).
-
-    For callers that precompute pieces, such as `pending` over a grid, which reuses
-    each axis value's piece for every point it appears in.
+    Args:
+        func: the recorded function name; None for a record that matches every
+            function with the same key names (0.0.x, imports, ``backend.record``).
+        by_text: whether the record is matched by text alone.
     """
-    return f"{name}{_FIELD}{tag}{_FIELD}{len(text)}:{text}"
+    found = _bases.get((by_text, func))
+    if found is None:
+        head = "L" if by_text else "T"
+        found = _bases[(by_text, func)] = _hash(f"B{head}{_FIELD}{func or ''}")
+    return found
 
 
-def digest_of(parts: list[str]) -> bytes:
-    """The typed digest of a record from its ``digest_part`` pieces, sorted by name."""
-    return _digest("T" + _ITEM.join(parts))
+def digest_of(
+    names: tuple[str, ...], tags: tuple[str, ...] | None, texts: Any, func: str | None
+) -> int:
+    """The digest of a record: its function base XOR one piece per key parameter.
 
-
-def text_part(name: str, text: str) -> str:
-    """One key parameter's piece of a text-only digest (see `digest_plan`)."""
-    return f"{name}{_FIELD}{len(text)}:{text}"
-
-
-def text_digest_of(parts: list[str]) -> bytes:
-    """The text-only digest of a record from its ``text_part`` pieces, sorted by name."""
-    return _digest("L" + _ITEM.join(parts))
+    ``tags`` None (or any ``"text"`` tag) makes it a record matched by text alone.
+    """
+    by_text = tags is None or "text" in tags
+    d = base(func, by_text)
+    if by_text:
+        for name, text in zip(names, texts, strict=True):
+            d ^= piece(name, "", text)
+    else:
+        for name, tag, text in zip(names, tags, texts, strict=True):  # type: ignore[arg-type]
+            d ^= piece(name, tag, text)
+    return d
 
 
 class Identity:
-    """The identity of one call: key names, tags and texts, plus their digests."""
+    """The identity of one run: function, key names, tags and texts, and its digest.
 
-    __slots__ = ("_legacy", "digest", "is_text", "names", "tags", "texts")
+    Attributes:
+        digest: the digest a record of exactly this run carries.
+        plain: the digest of the same run recorded without a function name.
+        legacy: the digest of the same texts matched by text alone (computed on use).
+    """
 
-    def __init__(self, names: tuple[str, ...], tags: tuple[str, ...], texts: tuple[str, ...]):
+    __slots__ = ("_legacy", "digest", "func", "is_text", "names", "tags", "texts")
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        tags: tuple[str, ...],
+        texts: tuple[str, ...],
+        func: str | None = None,
+        digest: int | None = None,
+    ) -> None:
         self.names = names
         self.tags = tags
         self.texts = texts
+        self.func = func
         self.is_text = "text" in tags
-        self._legacy: bytes | None = None
-        self.digest = self.legacy if self.is_text else typed_digest(names, tags, texts)
+        self._legacy: int | None = None
+        self.digest = digest_of(names, tags, texts, func) if digest is None else digest
 
     @classmethod
-    def of_text(cls, key: Mapping[str, str]) -> Identity:
+    def of_text(cls, key: Mapping[str, str], func: str | None = None) -> Identity:
         """A record known only by its texts (imported): it matches calls by text alone."""
         names = tuple(key)
-        return cls(names, ("text",) * len(names), tuple(key.values()))
+        return cls(names, ("text",) * len(names), tuple(key.values()), func)
+
+    def with_func(self, func: str | None) -> Identity:
+        """The same run recorded under function name ``func``."""
+        shift = base(self.func, self.is_text) ^ base(func, self.is_text)
+        return Identity(self.names, self.tags, self.texts, func, self.digest ^ shift)
 
     @property
-    def legacy(self) -> bytes:
-        """Digest under 0.0.x matching rules (text only), computed on first use."""
+    def plain(self) -> int:
+        """The digest of this run recorded without a function name."""
+        if self.func is None:
+            return self.digest
+        return self.digest ^ base(self.func, self.is_text) ^ base(None, self.is_text)
+
+    @property
+    def legacy(self) -> int:
+        """The digest under 0.0.x matching rules (text only, no function)."""
         if self._legacy is None:
-            self._legacy = legacy_digest(self.names, self.texts)
+            self._legacy = digest_of(self.names, None, self.texts, None)
         return self._legacy
 
     @property
@@ -402,30 +422,35 @@ class Identity:
         return dict(zip(self.names, self.texts, strict=True))
 
 
+def unfaithful(name: str, where: str, problem: str) -> TypeError:
+    """The TypeError for parameter ``name`` of ``where`` whose value has no identity."""
+    owner = f" of {where}()" if where else ""
+    return TypeError(
+        f"stet: parameter {name!r}{owner} has a value without a faithful text "
+        f"identity ({problem}), so stet cannot tell whether this run already "
+        f"completed. Leave it out of the key with key=[...] naming the other "
+        f"parameters, or pass a plain value (str, number, tuple) that identifies it."
+    )
+
+
 def identity_pair(name: str, value: Any, where: str = "") -> tuple[str, str]:
     """``canonical(value)``, with the TypeError naming parameter ``name`` of ``where``."""
     try:
         return canonical(value)
     except TypeError as exc:
-        owner = f" of {where}()" if where else ""
-        raise TypeError(
-            f"stet: parameter {name!r}{owner} has a value without a faithful text "
-            f"identity ({exc}), so stet cannot tell whether this run already "
-            f"completed. Leave it out of the key with key=[...] naming the other "
-            f"parameters, or pass a plain value (str, number, tuple) that identifies it."
-        ) from None
+        raise unfaithful(name, where, str(exc)) from None
 
 
-def identity_of(key: Mapping[str, Any], where: str = "") -> Identity:
+def identity_of(key: Mapping[str, Any], where: str = "", func: str | None = None) -> Identity:
     """Build the identity of a mapping of key parameter names to Python values.
 
     Args:
         key: parameter name to value.
         where: the function or call the values belong to, for error messages.
+        func: the function name the run is recorded under (None: any function).
 
     Raises:
         TypeError: naming the parameter whose value has no faithful text identity.
-        ValueError: for a name that cannot be a key column.
     """
     names = tuple(key)
     tags: list[str] = []
@@ -434,7 +459,7 @@ def identity_of(key: Mapping[str, Any], where: str = "") -> Identity:
         tag, text = identity_pair(name, value, where.removesuffix("()"))
         tags.append(tag)
         texts.append(text)
-    return Identity(names, tuple(tags), tuple(texts))
+    return Identity(names, tuple(tags), tuple(texts), func)
 
 
 def check_name(name: object, where: str) -> str:
@@ -452,5 +477,19 @@ def check_name(name: object, where: str) -> str:
         raise ValueError(
             f"stet: key name {name!r} in {where} starts with '_stet_', which is "
             "reserved for stet's own columns; rename the parameter"
+        )
+    return name
+
+
+def check_func_name(name: object) -> str:
+    """Validate a recorded function name (``once(name=...)``); return it.
+
+    Raises:
+        ValueError: for an empty name or one holding control characters.
+    """
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise ValueError(
+            f"stet: name={name!r} is not a usable function name for the store; give a "
+            "non-empty, printable text such as 'train'"
         )
     return name

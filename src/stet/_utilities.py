@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stet._decorator import DEFAULT_STORE
-from stet._identity import identity_of, parse_types
+from stet._errors import StoreError
+from stet._identity import parse_types
+from stet._status import Status, build_status
 from stet.backends import BaseBackend, get_backend, is_url
-from stet.backends._base import Row
+from stet.backends._ledger import FAILURE, RESET
+from stet.backends._records import Row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -20,7 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["UnknownKeyColumn", "load", "reset", "status"]
 
 
-def _existing(store_path: str | os.PathLike[str]) -> BaseBackend:
+def existing(store_path: str | os.PathLike[str]) -> BaseBackend:
+    """The backend of a store that must exist already.
+
+    Raises:
+        FileNotFoundError: naming the store when there is none.
+    """
     backend = get_backend(store_path)
     if not backend.exists():
         raise FileNotFoundError(
@@ -30,82 +37,54 @@ def _existing(store_path: str | os.PathLike[str]) -> BaseBackend:
     return backend
 
 
-def _where(store_path: str | os.PathLike[str], backend: BaseBackend) -> str:
+def where(store_path: str | os.PathLike[str], backend: BaseBackend) -> str:
+    """How messages name the store: the path as given, a URL without its password."""
     return backend.location if is_url(store_path) else os.fspath(store_path)
 
 
-def status(store_path: str | os.PathLike[str] = DEFAULT_STORE, grid: Any = None) -> None:
-    """Print a summary of a store: its path, record count, last run and key columns.
+def _ipython() -> Any:
+    """The running IPython shell (terminal or Jupyter kernel), or None."""
+    module = sys.modules.get("IPython")
+    get = getattr(module, "get_ipython", None)
+    return get() if get is not None else None
+
+
+def _shows_results() -> bool:
+    """Whether the session displays what a call returns (IPython, Jupyter, a REPL)."""
+    return _ipython() is not None or hasattr(sys, "ps1")
+
+
+def _interactive() -> bool:
+    """Whether someone can answer a question: a terminal, or an IPython/Jupyter session."""
+    stdin = sys.stdin
+    return bool(stdin is not None and stdin.isatty()) or _ipython() is not None
+
+
+def status(store_path: str | os.PathLike[str] = DEFAULT_STORE, grid: Any = None) -> Status:
+    """Summarise a store: its runs, failures, runs in progress and, given a grid, progress.
+
+    In a script it prints the summary, one ``[stet] ...`` line each; in Jupyter the
+    returned `Status` shows as a table (in IPython and the Python prompt, as those
+    lines).
 
     Args:
         store_path: the store file or URL.
         grid: optionally, the sweep's grid (a dict of lists meaning their product, or
-            an iterable of dicts of key values) to print ``k / N done`` and an ETA
-            from the pace of the most recent runs.
+            an iterable of dicts of key values) to show ``k / N done`` and an ETA from
+            the pace of the most recent runs.
+
+    Returns:
+        The summary (its attributes hold the numbers).
 
     Raises:
         FileNotFoundError: when there is no store at ``store_path``.
     """
-    backend = _existing(store_path)
-    rows = backend.rows()
-    last = max((row.timestamp for row in rows), default="never")
-    columns = backend.key_columns()
-    print(f"[stet] Store: {_where(store_path, backend)}")
-    print(f"[stet] {len(rows)} completed experiments recorded")
-    print(f"[stet] Last run: {last}")
-    print(f"[stet] Key columns: {', '.join(columns) if columns else '(none)'}")
-    running = backend.in_progress()
-    if running:
-        print(f"[stet] {len(running)} runs in progress (claimed by live workers)")
-    if grid is not None:
-        total, done = _progress(backend, grid)
-        share = 100.0 * done / total if total else 100.0
-        print(f"[stet] Progress: {done} / {total} done ({share:.1f}%)")
-        if done < total:
-            print(f"[stet] ETA: {_eta(rows, total - done)}")
-
-
-def _progress(backend: BaseBackend, grid: Any) -> tuple[int, int]:
-    """How many points the grid has, and how many of them completed."""
-    points: Iterable[Mapping[str, Any]]
-    if isinstance(grid, Mapping):
-        names = list(grid)
-        points = (
-            dict(zip(names, combo, strict=True))
-            for combo in itertools.product(*(grid[n] for n in names))
-        )
-    else:
-        points = grid
-    total = done = 0
-    iterator = iter(points)
-    while batch := list(itertools.islice(iterator, 4096)):
-        for point in batch:
-            if not isinstance(point, Mapping):
-                raise TypeError(
-                    "stet: status(grid=...) takes a dict of lists or an iterable of dicts of "
-                    f"key values, got a {type(point).__name__} point"
-                )
-        total += len(batch)
-        done += sum(backend.completed([identity_of(point) for point in batch]))
-    return total, done
-
-
-def _eta(rows: list[Row], remaining: int) -> str:
-    """Time left for ``remaining`` runs at the pace of the last 50 completions."""
-    stamps = sorted(row.timestamp for row in rows)[-50:]
-    if len(stamps) < 2:
-        return "unknown until two runs have completed"
-    first = datetime.fromisoformat(stamps[0])
-    last = datetime.fromisoformat(stamps[-1])
-    seconds = (last - first).total_seconds()
-    if seconds <= 0:
-        return "unknown (the recent runs share one timestamp)"
-    per_run = seconds / (len(stamps) - 1)
-    left = int(per_run * remaining)
-    hours, rest = divmod(left, 3600)
-    minutes, secs = divmod(rest, 60)
-    text = f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
-    return f"{text} at the recent pace ({per_run:.3g} s per run)"
+    backend = existing(store_path)
+    summary = build_status(backend, where(store_path, backend), grid)
+    if not _shows_results():
+        for line in summary.lines():
+            print(line)
+    return summary
 
 
 class UnknownKeyColumn(ValueError):
@@ -118,12 +97,15 @@ def reset(
     *,
     yes: bool = False,
 ) -> int:
-    """Clear a store, or remove the one run ``key_dict`` names.
+    """Remove a whole store, or the one run ``key_dict`` names.
 
-    Without ``key_dict`` every record is removed; when standard input is a terminal
-    stet first asks ``[y/N]``, unless ``yes`` is true. With ``key_dict``, exactly the
-    records whose key equals it are removed; values may be Python values
-    (``{"alpha": 0.1}``) or their text (``{"alpha": "0.1"}``).
+    Without ``key_dict`` the store is removed, as stet 0.0.x did: the file (through a
+    symbolic link, the file is emptied instead), or the records table of a database;
+    its ledger of failures goes too. In an interactive session (a terminal, IPython or a
+    Jupyter notebook) stet first asks ``[y/N]``, unless ``yes`` is true. With
+    ``key_dict``, exactly the records whose key equals it are removed, whichever
+    function recorded them; values may be Python values (``{"alpha": 0.1}``) or their
+    text (``{"alpha": "0.1"}``).
 
     Returns:
         The number of records removed.
@@ -133,29 +115,29 @@ def reset(
         UnknownKeyColumn: (a ValueError) when ``key_dict`` names a column the store
             does not have; nothing is removed.
     """
-    backend = _existing(store_path)
-    where = _where(store_path, backend)
+    backend = existing(store_path)
+    shown = where(store_path, backend)
     if key_dict is None:
-        count = len(backend.rows())
-        if not yes and sys.stdin is not None and sys.stdin.isatty():
-            answer = input(f"[stet] Remove all {count} records from {where}? [y/N] ")
+        count = backend.count() or 0
+        if not yes and _interactive():
+            answer = input(f"[stet] Remove all {count} records from {shown}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("[stet] Aborted.")
                 return 0
-        backend.clear()
-        print(f"[stet] Store cleared: {where}")
+        backend.drop()
+        print(f"[stet] Store cleared: {shown}")
         return count
     columns = backend.key_columns()
     unknown = [name for name in key_dict if name not in columns]
     if unknown:
         raise UnknownKeyColumn(
-            f"stet: {', '.join(map(repr, unknown))} is not a key column of {where}; its "
+            f"stet: {', '.join(map(repr, unknown))} is not a key column of {shown}; its "
             f"key columns are: {', '.join(columns) if columns else '(none)'}. Nothing was "
             "removed."
         )
     removed = backend.remove(key_dict)
     if not removed:
-        print(f"[stet] No record matches {dict(key_dict)} in {where}; nothing removed.")
+        print(f"[stet] No record matches {dict(key_dict)} in {shown}; nothing removed.")
     elif removed == 1:
         print(f"[stet] Removed entry: {dict(key_dict)}")
     else:
@@ -166,26 +148,51 @@ def reset(
 _NUMERIC = ("int", "float", "bool")
 
 
-def load(store: str | os.PathLike[str] = DEFAULT_STORE) -> pd.DataFrame:
+def load(store: str | os.PathLike[str] = DEFAULT_STORE, failed: bool = False) -> pd.DataFrame:
     """Read a store into a pandas DataFrame, one row per completed run.
 
     Key columns whose records all hold ints, floats or bools get that dtype; the
     others stay text (so "NA", "" and "None" stay strings). ``_stet_timestamp`` is a
-    UTC datetime column.
+    UTC datetime column, ``_stet_duration`` seconds as floats.
+
+    Args:
+        store: the store file or URL.
+        failed: return the failures noted in the store's ledger instead (since each
+            run's last reset): key columns, ``_stet_func``, ``error``, ``traceback``,
+            ``attempt``, ``host``, ``job``, ``duration`` and ``_stet_timestamp``.
 
     Raises:
         FileNotFoundError: when there is no store at ``store``.
+        StoreError: for a timestamp that is not ISO 8601, naming the file and line.
     """
     import pandas as pd
 
-    backend = _existing(store)
+    backend = existing(store)
+    if failed:
+        return _failures(backend)
     rows: list[Row] = backend.rows()
     columns = backend.key_columns()
+    data = _typed_columns(rows, columns)
+    for column in ("_stet_func", "_stet_host", "_stet_job", "_stet_meta"):
+        if any(row.cell(column) for row in rows):
+            data[column] = pd.array([row.cell(column) for row in rows], dtype="object")
+    durations = [row.extra.get("_stet_duration") for row in rows]
+    if any(durations):
+        data["_stet_duration"] = pd.array(
+            [float(d) if d else None for d in durations], dtype="Float64"
+        )
+    data["_stet_timestamp"] = _timestamps(backend, rows)
+    return pd.DataFrame(data)
+
+
+def _typed_columns(rows: list[Row], columns: list[str]) -> dict[str, Any]:
+    import pandas as pd
+
     tags: dict[str, set[str]] = {c: set() for c in columns}
     for row in rows:
         if row.types is None:
             for name in row.values:
-                tags[name].add("legacy")
+                tags.setdefault(name, set()).add("legacy")
             continue
         names, row_tags = parse_types(row.types)
         for name, tag in zip(names, row_tags, strict=True):
@@ -194,8 +201,8 @@ def load(store: str | os.PathLike[str] = DEFAULT_STORE) -> pd.DataFrame:
     for name in tags:
         texts = [row.values.get(name) for row in rows]
         kinds = tags[name]
-        if len(kinds) == 1 and next(iter(kinds)) in _NUMERIC and None not in texts:
-            kind = next(iter(kinds))
+        kind = next(iter(kinds)) if len(kinds) == 1 else None
+        if kind in _NUMERIC and None not in texts:
             if kind == "bool":
                 data[name] = pd.array([t == "True" for t in texts], dtype="boolean")
             elif kind == "int":
@@ -208,7 +215,45 @@ def load(store: str | os.PathLike[str] = DEFAULT_STORE) -> pd.DataFrame:
                 data[name] = pd.array([float(t) for t in texts if t is not None], dtype="float64")
         else:
             data[name] = pd.array(texts, dtype="object")
+    return data
+
+
+def _timestamps(backend: BaseBackend, rows: list[Row]) -> Any:
+    import pandas as pd
+
+    stamps = [row.timestamp for row in rows]
+    try:
+        return pd.to_datetime(stamps, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        for n, row in enumerate(rows, 1):
+            try:
+                datetime.fromisoformat(row.timestamp)
+            except ValueError:
+                place = f"line {row.line}" if row.line else f"record {n}"
+                raise StoreError(
+                    f"stet: {backend.location}, {place}: _stet_timestamp {row.timestamp!r} is "
+                    "not an ISO 8601 time (like 2026-01-31T12:00:00+00:00). Correct it by hand."
+                ) from None
+        raise
+
+
+def _failures(backend: BaseBackend) -> pd.DataFrame:
+    import pandas as pd
+
+    events = backend.events()
+    reset_at: dict[str, int] = {}
+    for n, event in enumerate(events):
+        if event.kind == RESET:
+            reset_at[event.key] = n
+    kept = [e for n, e in enumerate(events) if e.kind == FAILURE and n > reset_at.get(e.key, -1)]
+    names: dict[str, None] = {}
+    for event in kept:
+        names.update(dict.fromkeys(event.run))
+    data: dict[str, Any] = {name: [e.run.get(name) for e in kept] for name in names}
+    data["_stet_func"] = [e.func for e in kept]
+    for column in ("error", "traceback", "attempt", "host", "job", "duration"):
+        data[column] = [e.details.get(column) for e in kept]
     data["_stet_timestamp"] = pd.to_datetime(
-        [row.timestamp for row in rows], utc=True, format="ISO8601"
+        [e.timestamp for e in kept], utc=True, format="ISO8601"
     )
     return pd.DataFrame(data)

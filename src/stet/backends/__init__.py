@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stet.backends._base import BaseBackend, Row
+from stet.backends._base import BaseBackend
+from stet.backends._records import Row
 
 if TYPE_CHECKING:
     from stet.backends._csv import CsvBackend
@@ -81,9 +82,8 @@ def _backend_class(path: str) -> type[BaseBackend]:
         found = _REGISTRY.get(suffix)
         if found is None:
             raise ValueError(
-                f"stet: cannot tell the store format of {path!r} from its ending "
-                f"{suffix or '(none)'!r}; use one of {', '.join(SUFFIXES)} (or a "
-                "postgresql:// URL)"
+                f"Unsupported store extension {suffix or '(none)'!r} for {path!r}: stet "
+                f"stores end in one of {', '.join(SUFFIXES)} (or are a postgresql:// URL)"
             )
         entry = found
     module, cls = entry

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator
 from typing import Any
 
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records, rows_of
-from stet.backends._filestore import BINARY, FileBackend, Parsed
+from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._records import OWN, TIMESTAMP, Row, read_records
 
-__all__ = ["CsvBackend"]
+__all__ = ["CsvBackend", "check_header"]
 
 _BOM = b"\xef\xbb\xbf"
+_NEEDS_QUOTES = re.compile(r'["\r\n]')
 
 
 def _complete_end(data: bytes) -> int:
@@ -35,124 +36,172 @@ def _complete_end(data: bytes) -> int:
     return end
 
 
-def _timestamp_complete(text: str) -> bool:
-    # stet writes 32-character timestamps; a shorter one ending the file was cut short.
-    return len(text) == 32 and text.endswith("+00:00")
+def _allow_fields(size: int) -> None:
+    # Python's csv module refuses fields over 131,072 characters by default; a key value
+    # stet accepted must be readable again. The limit is process-wide and only raised.
+    if csv.field_size_limit() < size:
+        csv.field_size_limit(size)
+
+
+def check_header(header: list[str], bad: Any) -> None:
+    """Refuse a header stet did not write (or a newer stet did)."""
+    if len(set(header)) != len(header):
+        raise bad(f"the header repeats a column name: {header}")
+    if TIMESTAMP not in header:
+        raise bad(f"the header {header} has no {TIMESTAMP} column, so it was not written by stet")
+    for name in header:
+        if name.startswith("_stet_") and name not in OWN:
+            raise bad(f"unknown column {name!r} (written by a newer stet?)")
+        if not name.startswith("_stet_") and not name.isidentifier():
+            raise bad(f"column {name!r} is not a parameter name")
 
 
 class CsvBackend(FileBackend):
     """Completed runs in a CSV file readable by ``pandas.read_csv`` and spreadsheets.
 
-    Columns: one per key parameter, then ``_stet_types`` and ``_stet_timestamp``. Every
-    cell is text; a cell is empty where a record does not have that key parameter
-    (``_stet_types`` lists the parameters each record has).
+    Columns: one per key parameter, then stet's own (``_stet_func``, ``_stet_types``,
+    ``_stet_timestamp``, ...). Every cell is text; a cell is empty where a record does
+    not have that key parameter (``_stet_types`` lists the parameters each record has).
     """
 
     suffixes = (".csv",)
     format_name = "CSV"
 
-    def _decode(self, data: bytes, where: str) -> str:
+    def _decode(self, data: bytes, line: int) -> str:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self.bad(f"{where} is not UTF-8 text (byte {exc.start})") from None
+            at = line + data[: exc.start].count(b"\n")
+            raise self.bad(f"line {at} is not UTF-8 text") from None
 
-    def _parse(self, data: bytes) -> Parsed:
-        offset = len(_BOM) if data.startswith(_BOM) else 0
-        first = data.find(b"\n", offset)
-        if first < 0:
-            raise self.bad("the file has no complete header line")
-        header = next(csv.reader([self._decode(data[offset:first], "the header")]))
-        self._check_header(header)
-        parsed = self._parse_records(data[first + 1 :], first + 1, header)
-        parsed.columns = header
-        return parsed
-
-    def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
-        return self._parse_records(data, start, self._columns)
-
-    def _check_header(self, header: list[str]) -> None:
-        if len(set(header)) != len(header):
-            raise self.bad(f"the header repeats a column name: {header}")
-        if TIMESTAMP not in header:
-            raise self.bad(
-                f"the header {header} has no {TIMESTAMP} column, so it was not written by stet"
-            )
-        for name in header:
-            if name.startswith("_stet_") and name not in (TYPES, TIMESTAMP):
-                raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
-            if not name.startswith("_stet_") and not name.isidentifier():
-                raise self.bad(f"column {name!r} is not a parameter name")
-
-    def _parse_records(self, data: bytes, start: int, header: list[str]) -> Parsed:
-        end = _complete_end(data)
-        text = self._decode(data[:end], "a record")
-        torn: int | None = None
-        resume = start + end
-        rest = data[end:]
+    def _parse(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
+        line = int(state.get("line", 1))
+        body_at = 0
+        if start == 0:
+            if not data.strip():
+                return Parsed([], [], 0)  # an empty file: an empty store
+            offset = len(_BOM) if data.startswith(_BOM) else 0
+            first = data.find(b"\n", offset)
+            if first < 0:
+                raise self.bad("the file has no complete header line")
+            text = self._decode(data[offset:first], 1)
+            header = next(csv.reader([text.rstrip("\r")]))
+            check_header(header, self.bad)
+            body_at, line = first + 1, 2
+        else:
+            header = list(state["columns"])
+        body = data[body_at:]
+        complete = _complete_end(body)
+        rest = body[complete:]
+        text = self._decode(body[:complete], line)
+        end = start + body_at + complete
+        newline = ""
+        torn = False
         if rest.strip():
-            # The file does not end with a newline: either a whole record written by
-            # hand without one, or the start of a record whose write was interrupted.
-            try:
-                last = list(self._records(rest.decode("utf-8"), header, start + end))
-            except (ValueError, UnicodeDecodeError):
-                last = []
-            if len(last) == 1 and (last[0][1].legacy or _timestamp_complete(last[0][2])):
-                text += rest.decode("utf-8")
-                resume = start + len(data)
+            # No line end after the last record: a whole record typed by hand without
+            # one is a record; anything else is an incomplete record.
+            last = self._whole_record(rest, header)
+            if last is not None:
+                text += last
+                end = start + len(data)
+                newline = "\n" if rest.endswith(b"\r") else "\r\n"
             else:
-                torn = start + end
-        return Parsed(
-            rows=rows_of(self._records(text, header, start)),
-            resume=resume,
-            torn=torn,
-            records=self._records(text, header, start),
-        )
+                torn = True
+        elif rest:
+            torn = True  # blanks without a line end: not a record
+        _allow_fields(len(text))
+        new_state = {
+            "columns": header,
+            "line": line + text.count("\n") + (1 if newline else 0),
+            "newline": newline,
+        }
+        starts: list[int] = []
+        records = self._records(text, header, line, starts)
+        return Parsed(header, records, end, torn, new_state, starts)
 
-    def _records(
-        self, text: str, header: list[str], start: int
-    ) -> Iterator[tuple[Sequence[Any], CellPlan, str]]:
-        """Validate each record; yield its cells, its plan and its timestamp."""
-        return read_records(
-            header,
-            csv.reader(io.StringIO(text, newline="")),
-            self.bad,
-            f"record {{}} after byte {start}".format,
-            all_text=True,
-        )
+    def _whole_record(self, rest: bytes, header: list[str]) -> str | None:
+        try:
+            text = rest.decode("utf-8")
+            cells = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+            if len(cells) != 1:
+                return None
+            list(read_records(header, cells, ValueError))
+        except (ValueError, csv.Error, UnicodeDecodeError):
+            return None
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(cells[0][header.index(TIMESTAMP)])
+        except ValueError:
+            return None  # a timestamp cut short: the write was interrupted
+        return text
+
+    def _records(self, text: str, header: list[str], line: int, starts: list[int]) -> Iterator[Any]:
+        """Validate each record; yield its cells, plan and timestamp.
+
+        ``starts`` receives the line each record starts on, as the records are read.
+        """
+        reader = csv.reader(io.StringIO(text, newline=""))
+
+        def cells() -> Iterator[list[str]]:
+            before = 0
+            for fields in reader:
+                if fields:
+                    starts.append(line + before)
+                    yield fields
+                before = reader.line_num
+
+        def where(n: int) -> str:
+            return f"line {starts[n - 1]}"
+
+        return read_records(header, cells(), self.bad, where, all_text=True)
+
+    def _interrupted(self, tail: bytes, state: dict[str, Any]) -> bool:
+        for cut in range(4):  # the write may have cut a multi-byte character
+            try:
+                text = tail[: len(tail) - cut].decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            return False
+        if text.count('"') % 2:
+            text += '"'  # cut inside a quoted value: close it to count the fields
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error:
+            return False
+        # A prefix of one record: one row, with no more fields than the header.
+        return len(rows) <= 1 and all(len(r) <= len(state.get("columns", ())) for r in rows)
 
     @staticmethod
-    def _line(row: Row, columns: list[str]) -> list[str]:
-        cells = [row.values.get(c, "") for c in columns]
-        cells[columns.index(TYPES)] = row.types or ""
-        cells[columns.index(TIMESTAMP)] = row.timestamp
-        return cells
+    def _lines(rows: list[Row], columns: list[str]) -> str:
+        out: list[str] = []
+        for row in rows:
+            cells = [row.cell(c) or "" for c in columns]
+            line = ",".join(cells)
+            if line.count(",") != len(cells) - 1 or _NEEDS_QUOTES.search(line):
+                buffer = io.StringIO(newline="")
+                csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+                out.append(buffer.getvalue())
+            else:
+                out.append(line + "\r\n")
+        return "".join(out)
 
-    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
-        out = io.StringIO(newline="")
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(columns)
-        writer.writerows(self._line(row, columns) for row in rows)
-        data = out.getvalue().encode("utf-8")
-        return data, len(data)
+    def _encode(self, rows: list[Row], state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        keys = [c for c in state.get("columns", []) if not c.startswith("_stet_")]
+        for row in rows:
+            keys += [n for n in row.values if n not in keys]
+        columns = [*keys, *OWN]
+        header = io.StringIO(newline="")
+        csv.writer(header, lineterminator="\r\n").writerow(columns)
+        text = header.getvalue() + self._lines(rows, columns)
+        return text.encode("utf-8"), {"columns": columns, "line": 2 + len(rows), "newline": ""}
 
-    def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
-        out = io.StringIO(newline="")
-        csv.writer(out, lineterminator="\r\n").writerow(self._line(row, columns))
-        data = out.getvalue().encode("utf-8")
-        with open(self.path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            if size:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":
-                    data = b"\n" + data  # a hand-written last line without a newline
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | BINARY)
-        try:
-            # One write call normally; a short write (disk full, size limit) is
-            # continued, and its error raised, so a torn record is never "recorded".
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        return size + len(data)
+    def _append_bytes(
+        self, rows: list[Row], end: int, state: dict[str, Any]
+    ) -> tuple[bytes, int, int, dict[str, Any]]:
+        text = state.get("newline", "") + self._lines(rows, state["columns"])
+        data = text.encode("utf-8")
+        after = {**state, "newline": "", "line": int(state.get("line", 2)) + len(rows)}
+        return data, end, end + len(data), after

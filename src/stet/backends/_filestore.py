@@ -1,286 +1,126 @@
-"""Machinery shared by every file store: locking, change detection, index, rewrite.
+"""Machinery shared by every file store: lock, change detection, index, writes.
 
-A file store keeps, per process, an index (a dict) of 16-byte digests of the completed runs (about
-80 bytes a record). The hot path of a decorated call is ``contains``: one ``os.stat``
-and a set lookup, with no lock, as long as the file has not changed. When it has, the
-store takes the lock and reads only the bytes appended since it last looked (or the
-whole file, if it was replaced or shrank). Records are appended in one ``write`` call;
-anything that must rewrite the file writes a temporary file, fsyncs it and renames it
-over the store, so a crash at any instant leaves either the old or the new file.
+A file store keeps, per process, an index of the digests of its completed runs. The hot
+path of a decorated call is `FileBackend.contains`: one ``os.stat`` and a dict lookup,
+as long as the file has not changed. When it has, the store takes the lock and reads
+only the bytes appended since it last looked (or the whole file, helped by the index
+snapshot, if it was replaced). A record is one write at the end of the file, under the
+lock, and nothing is read back. Anything that must rewrite the file writes a temporary
+file, fsyncs it and renames it over the store (through a symbolic link, if the store is
+one).
+
+A format (CSV, JSON, the Parquet journal) implements a few byte-level methods:
+`_parse` (records from some offset on), `_encode` (a whole file), `_append_bytes`
+(one record's bytes) and `_interrupted` (whether an incomplete tail is stet's own cut
+append). Everything else, and every guarantee, lives here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from stet._errors import StoreError, StoreLockTimeout
+from stet._errors import StoreError, StoreWarning
 from stet._identity import Identity
-from stet.backends._base import (
-    RESERVED,
-    BaseBackend,
-    CellPlan,
-    ClaimBook,
-    Index,
-    Lookup,
-    Row,
-    index_records,
-    index_rows,
-)
-from stet.backends._claims import Claim, pid_alive
+from stet.backends._atomic import BINARY, atomic_write, disk_error, real_path, write_all
+from stet.backends._base import BaseBackend, Lookup
+from stet.backends._fileclaims import FileClaims
+from stet.backends._index import SNAPSHOT_MIN, Index, Snapshot
+from stet.backends._locking import StoreLock
+from stet.backends._records import OWN, Record, Row, rows_of, utc_now
 
-__all__ = ["FileBackend", "Parsed", "atomic_write"]
+__all__ = ["FileBackend", "Parsed", "Reread"]
 
 _GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
 
 
-def _lock_timeout() -> float:
-    text = os.environ.get("STET_LOCK_TIMEOUT", "")
-    try:
-        return float(text) if text else 120.0
-    except ValueError:
-        raise ValueError(f"stet: STET_LOCK_TIMEOUT={text!r} is not a number of seconds") from None
-
-
 @dataclass
 class Parsed:
-    """What a format's parser found in a file (or in the bytes appended to it).
+    """What a format's parser found in a file, or in the bytes appended to it.
 
     Attributes:
-        rows: the completed runs read (possibly a generator: iterate once).
-        columns: the store's column names in file order (key columns and stet's own).
-        resume: offset at which bytes appended later start, or None if the format
-            cannot be read incrementally.
-        torn: offset of an incomplete final record left by an interrupted write, to be
-            cut off before the next append; None when the file ends cleanly.
-        records: optionally, the validated records as ``(cells, plan, timestamp)``;
-            the index digests these instead of building ``rows`` (faster).
+        header: the column names the records' cells follow.
+        records: the validated records (iterate once; may be a generator).
+        end: absolute offset where complete records end; reading resumes here.
+        torn: whether bytes after ``end`` (other than the format's closing text) hold
+            an incomplete record.
+        state: what the format needs to go on reading and appending (its columns...).
+        lines: the line each record starts on, where the format knows it.
     """
 
-    rows: Iterable[Row]
-    columns: list[str] = field(default_factory=list)
-    resume: int | None = None
-    torn: int | None = None
-    records: Iterable[tuple[Any, CellPlan, str]] | None = None
-    empty: bool = False
-
-    def index_into(self, typed: Index, legacy: Index) -> None:
-        """Add this parse's records to the index (consumes it)."""
-        if self.records is not None:
-            index_records(self.records, typed, legacy)
-        else:
-            index_rows(self.rows, typed, legacy)
+    header: list[str]
+    records: Iterable[Record]
+    end: int
+    torn: bool = False
+    state: dict[str, Any] = field(default_factory=dict)
+    lines: list[int] | None = None
 
 
-def atomic_write(path: str, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` with ``data``: write a temporary file, fsync, rename.
-
-    A crash at any point leaves either the old file or the new one, never a mix.
-    ``durable=False`` skips the fsyncs, for files that may be lost on power failure.
-    """
-    directory = os.path.dirname(path) or "."
-    _remove_orphans(directory, os.path.basename(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.stet-tmp")
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | BINARY, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    _replace(tmp, path)
-    if durable:
-        _fsync_dir(directory)
-
-
-#: Windows opens files made by os.open in text mode (turning \n into \r\n) unless told.
-BINARY = getattr(os, "O_BINARY", 0)
-
-
-def _replace(tmp: str, path: str) -> None:
-    """``os.replace``, retried briefly when Windows refuses it.
-
-    There another program holding the store open (a spreadsheet, a virus scanner)
-    makes the rename fail for a moment.
-    """
-    for attempt in range(50):
-        try:
-            os.replace(tmp, path)
-            return
-        except PermissionError:
-            if os.name != "nt" or attempt == 49:
-                raise
-            time.sleep(0.02 * (attempt + 1))
-
-
-def _remove_orphans(directory: str, name: str) -> None:
-    """Delete temporary files of earlier rewrites whose process was killed."""
-    prefix, suffix = f".{name}.", ".stet-tmp"
-    try:
-        entries = [e for e in os.listdir(directory) if e.startswith(prefix) and e.endswith(suffix)]
-    except OSError:
-        return
-    for entry in entries:
-        pid = entry[len(prefix) : -len(suffix)]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, entry))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: str) -> None:
-    # Makes the rename itself durable; directories cannot be opened on Windows.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-class _FileClaims:
-    """The claims of a file store during one locked section."""
-
-    def __init__(self, backend: FileBackend, claims: dict[str, Claim]) -> None:
-        self.backend = backend
-        self.claims = claims
-        self.dirty = False
-
-    def done(self, ident: Identity) -> bool:
-        return self.backend._known(ident)
-
-    def get(self, key: str) -> Claim | None:
-        return self.claims.get(key)
-
-    def put(self, claim: Claim) -> None:
-        self.claims[claim.key] = claim
-        self.dirty = True
-
-    def delete(self, key: str) -> None:
-        if self.claims.pop(key, None) is not None:
-            self.dirty = True
-
-    def all(self) -> list[Claim]:
-        return list(self.claims.values())
-
-    def record(self, ident: Identity, timestamp: str) -> None:
-        self.backend.add(ident, timestamp)
+class Reread(Exception):
+    """Raised by a format whose appended bytes cannot be read on their own."""
 
 
 class FileBackend(BaseBackend):
-    """Base class of the file stores; a format implements the byte-level methods.
+    """Base class of the file stores; a format implements the byte-level methods."""
 
-    A subclass implements `_parse` (a whole file), `_serialize` (a whole
-    file) and, for formats that can grow in place, `_parse_tail` and
-    `_append`. Everything else, and every guarantee, lives here.
-    """
-
-    #: Human name of the format, used in messages.
     format_name = "file"
-    #: Whether records can be added without rewriting the file.
-    appendable = True
-    #: Whether the file declares its columns up front (a header or schema), so a record
-    #: with a new key parameter means rewriting the file with the column added.
+    #: Whether records need the format's columns declared up front (a CSV header), so
+    #: a record with a new column means rewriting the file.
     fixed_columns = True
-
-    # Per-process state, (re)built by _start_fresh: what this process last read.
-    _index: Index  # digests of typed records
-    _legacy: Index  # digests of records matched by text alone (0.0.x, imported)
-    _sig: tuple[int, int, int] | None  # inode, size, mtime of the file when read
-    _resume: int | None  # where appended bytes start
-    _guard: bytes  # the bytes just before _resume, to tell an append from a rewrite
-    _torn: int | None  # start of an interrupted final record, cut before appending
-    _columns: list[str]
-    _empty: bool
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
-        self.lock_path = self.path + ".lock"
-        self.claims_path = self.path + ".claims"
+        self.log_file = self.file  # the file records are appended to
+        self.lock = StoreLock(self.file + ".lock")
+        self.snapshot = Snapshot(self.file + ".stet-index")
+        self.claims = FileClaims(self)
 
     # -- process-local state -----------------------------------------------------
 
     def _start_process(self) -> None:
-        self._mutex = threading.RLock()
-        self._flock: FileLock | None = None
-        self._start_fresh()
+        self._writer: int | None = None  # descriptor for writes, and its inode
+        self._writer_ino = -1
+        self._writable_checked = False
+        self.claims.forget()
+        self._forget()
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold this process's mutex and the cross-process file lock."""
+    def _forget(self) -> None:
+        """Forget what was read: the state of a store that does not exist yet."""
+        self._index = Index()
+        self._sig: tuple[int, int, int] | None = None  # inode, size, mtime when read
+        self._end = 0  # where complete records end
+        self._guard = b""  # the bytes before _end, to tell an append from a rewrite
+        self._torn = False  # an incomplete record follows _end
+        self._state: dict[str, Any] = {}
+        self._count = 0  # records read or written, for the snapshot policy
+
+    def _locked(self, func: Callable[[], Any]) -> Any:
         self._ensure_process()
-        with self._mutex:
-            if self._flock is None:
-                timeout = _lock_timeout()
-                # mode 0o666: a lock file left behind must not lock out other users
-                self._flock = FileLock(
-                    self.lock_path, timeout=timeout, mode=0o666, thread_local=False
-                )
-            try:
-                self._flock.acquire()
-            except Timeout:
-                raise StoreLockTimeout(
-                    f"stet: could not lock {self.lock_path} within "
-                    f"{self._flock.timeout:g} s: another process holds it. Wait for it, "
-                    "or raise STET_LOCK_TIMEOUT (seconds)."
-                ) from None
-            except PermissionError as exc:
-                if os.path.exists(self.lock_path):
-                    raise StoreError(
-                        f"stet: cannot open the lock file {self.lock_path} ({exc.strerror}): "
-                        "it was left by another user. It holds no data: delete it, or make "
-                        "it writable for everyone who records into this store."
-                    ) from None
-                raise StoreError(
-                    f"stet: cannot create the lock file {self.lock_path} ({exc.strerror}); "
-                    "the store's directory must be writable"
-                ) from None
-            try:
-                yield
-            finally:
-                self._flock.release()
+        return self.lock.run(func)
 
     # -- change detection --------------------------------------------------------
 
     def _stat(self) -> os.stat_result | None:
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.log_file)
         except FileNotFoundError:
+            if os.path.islink(self.log_file):
+                raise StoreError(
+                    f"stet: {self.file} is a symbolic link to a missing file "
+                    f"({os.readlink(self.log_file)}); restore the target or remove the link"
+                ) from None
             return None
         except NotADirectoryError:
             raise StoreError(
-                f"stet: {self.path}: a parent of the store is not a directory"
+                f"stet: {self.file}: a parent of the store is not a directory"
             ) from None
-        if not os.path.isfile(self.path):
+        if not os.path.isfile(self.log_file):
             raise StoreError(
-                f"stet: {self.path} is not a regular file (a directory?); point the store "
+                f"stet: {self.file} is not a regular file (a directory?); point the store "
                 f"at a {self.format_name} file"
             )
         return st
@@ -289,98 +129,85 @@ class FileBackend(BaseBackend):
         """Bring the index up to date if the file changed; no lock if it did not."""
         self._ensure_process()
         try:
-            st = os.stat(self.path)
+            st = os.stat(self.log_file)
             sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
         except (FileNotFoundError, NotADirectoryError):
             sig = None
         if sig != self._sig:
-            with self._locked():
-                self._refresh()
+            self._locked(self._refresh)
 
     def _refresh(self) -> None:
         """Read what changed since the last look. Caller holds the lock."""
         st = self._stat()
         if st is None:
-            self._start_fresh()
+            self._forget()
             return
         sig = (st.st_ino, st.st_size, st.st_mtime_ns)
         if sig == self._sig:
             return
         old = self._sig
-        if (
-            old is not None
-            and self._resume is not None
-            and st.st_ino == old[0]
-            and st.st_size >= old[1]
-            and self._torn is None
-        ):
-            start = max(self._resume - len(self._guard), 0)
-            data = self._read(start)
-            if data[: len(self._guard)] == self._guard:
-                parsed = self._parse_tail(data[len(self._guard) :], self._resume)
-                if parsed is not None:
-                    parsed.index_into(self._index, self._legacy)
-                    self._remember(parsed, sig)
+        if old is not None and st.st_ino == old[0] and st.st_size >= self._end > 0:
+            data = self._read(self._end - len(self._guard))
+            if data.startswith(self._guard):
+                new = data[len(self._guard) :]
+                try:
+                    parsed = self._parse(new, self._end, self._state)
+                    self._count += self._index.add_records(parsed.records)
+                except Reread:
+                    pass
+                else:
+                    guard = (self._guard + new[: parsed.end - self._end])[-_GUARD:]
+                    self._remember(parsed, sig, guard)
                     return
-        parsed = self._parse_file(self._read(0))
-        self._index = {}
-        self._legacy = {}
-        parsed.index_into(self._index, self._legacy)
-        self._remember(parsed, sig)
+        self._full_read(sig)
 
-    def _start_fresh(self) -> None:
-        """Forget what was read: the state of a store that does not exist yet."""
-        self._index = {}
-        self._legacy = {}
-        self._sig = None
-        self._resume = None
-        self._guard = b""
-        self._torn = None
-        self._columns = []
-        self._empty = True
+    def _full_read(self, sig: tuple[int, int, int]) -> None:
+        data = self._read(0)
+        self._forget()
+        saved = self.snapshot.load(data)
+        if saved is not None:
+            index, covered, state = saved
+            try:
+                parsed = self._parse(data[covered:], covered, state)
+                tail = index.add_records(parsed.records)
+            except Reread:
+                pass  # the bytes after the snapshot are not whole records: read it all
+            else:
+                self._index, self._count = index, len(index)
+                self._remember(parsed, sig, data[max(parsed.end - _GUARD, 0) : parsed.end])
+                if tail > max(SNAPSHOT_MIN, self._count // 4):
+                    self._save_snapshot(data)
+                return
+        parsed = self._parse(data, 0, {})
+        self._count = self._index.add_records(parsed.records)
+        self._remember(parsed, sig, data[max(parsed.end - _GUARD, 0) : parsed.end])
+        if self._count >= SNAPSHOT_MIN:
+            self._save_snapshot(data)
 
-    def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
-        if parsed.columns:
-            self._columns = parsed.columns
-        self._empty = parsed.empty
+    def _save_snapshot(self, data: bytes) -> None:
+        if self.lock.writable():
+            self.snapshot.save(self._index, data, self._end, self._state)
+
+    def _remember(self, parsed: Parsed, sig: tuple[int, int, int], guard: bytes) -> None:
+        """Keep where ``parsed`` left off, and the bytes just before that point."""
+        self._state = parsed.state
         self._sig = sig
-        self._resume = parsed.resume
+        self._guard = guard
+        self._end = parsed.end
         self._torn = parsed.torn
-        self._guard = self._read_guard(parsed.resume)
-
-    def _read_guard(self, resume: int | None) -> bytes:
-        if resume is None or resume == 0:
-            return b""
-        start = max(resume - _GUARD, 0)
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            return f.read(resume - start)
 
     def _read(self, start: int) -> bytes:
         try:
-            with open(self.path, "rb") as f:
-                f.seek(start)
-                return f.read()
-        except PermissionError as exc:
-            raise StoreError(f"stet: cannot read {self.path}: {exc.strerror}") from None
-
-    def _parse_file(self, data: bytes) -> Parsed:
-        if not data.strip():
-            return Parsed([], [], None, empty=True)
-        return self._parse(data)
-
-    def _after_write(self, resume: int | None) -> None:
-        st = os.stat(self.path)
-        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._resume = resume
-        self._torn = None
-        self._empty = False
-        self._guard = self._read_guard(resume)
+            with open(self.log_file, "rb") as fh:
+                fh.seek(start)
+                return fh.read()
+        except OSError as exc:
+            raise StoreError(f"stet: cannot read {self.file}: {exc.strerror or exc}") from None
 
     def bad(self, problem: str) -> StoreError:
         """An error naming this store and what is wrong with it."""
         return StoreError(
-            f"stet: cannot use {self.path} as a {self.format_name} store: {problem}. "
+            f"stet: cannot use {self.file} as a {self.format_name} store: {problem}. "
             "stet has not modified the file; fix or move it, or choose another store."
         )
 
@@ -389,174 +216,362 @@ class FileBackend(BaseBackend):
     def exists(self) -> bool:
         return self._stat() is not None
 
-    def contains(self, ident: Identity) -> bool:
+    def contains(self, ident: Lookup) -> bool:
         self._sync()
-        return self._known(ident)
+        return self._index.has(ident)
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
-        self._sync()  # once per batch, not once per identity
-        index, legacy = self._index, self._legacy
-        if legacy:
-            return [i.digest in index or i.legacy in legacy for i in idents]
-        return [i.digest in index for i in idents]
+        self._sync()  # once per batch, not once per run
+        has = self._index.has
+        return [has(i) for i in idents]
 
-    def _known(self, ident: Identity) -> bool:
-        """Whether the index holds ``ident`` (typed, or by text alone)."""
-        return ident.digest in self._index or bool(self._legacy and ident.legacy in self._legacy)
+    def index(self) -> Index:
+        self._sync()
+        return self._index
+
+    def count(self, func: str | None = None) -> int | None:
+        self._sync()
+        if self._sig is None and not self.exists():
+            return None
+        if func is None:
+            return len(self._index)
+        return self._index.funcs.get(func, 0)
+
+    def functions(self) -> set[str]:
+        self._sync()
+        return {func for func in self._index.funcs if func is not None}
+
+    def failures(self, ident: Identity) -> int:
+        return self.claims.failures(f"{ident.digest:032x}")
+
+    def check_writable(self) -> None:
+        self._ensure_process()
+        if self._writable_checked:
+            return
+        target = real_path(self.file)
+        for path in dict.fromkeys((target, real_path(self.log_file))):
+            try:
+                st = os.stat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
+                raise StoreError(
+                    f"stet: {self.file} is read-only, so stet cannot record runs in it. Make "
+                    "it writable (chmod u+w) to go on recording, or choose another store."
+                )
+        directory = os.path.dirname(target) or "."
+        existing = directory
+        while not os.path.isdir(existing):
+            parent = os.path.dirname(existing)
+            if parent == existing:
+                break
+            existing = parent
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(
+                f"stet: cannot record runs in {self.file}: the directory {existing} is not "
+                "writable (stet needs it for the lock file and for rewriting the store). "
+                "Make it writable, or choose a store in a writable directory."
+            )
+        if existing == directory and not self.lock.writable():
+            raise StoreError(
+                f"stet: cannot record runs in {self.file}: the lock file {self.lock.path} "
+                "cannot be opened for writing. Make it writable for everyone who records "
+                "into this store (it holds no data), or delete it."
+            )
+        self._writable_checked = True
 
     def _prepare_write(self) -> None:
-        """Before writing: create the store's directory, or refuse a read-only store.
-
-        The mode bits are checked rather than trusted to fail: a rewrite replaces the
-        file by renaming, which a read-only file does not prevent (and root may write
-        anything), yet a researcher who made a store read-only meant "leave it be".
-        """
-        self._ensure_process()
-        st = self._stat()
-        if st is None:
-            directory = os.path.dirname(self.path)
-            if directory:
+        """Before writing: refuse a read-only store, create the store's directory."""
+        self.check_writable()
+        directory = os.path.dirname(self.file)
+        if directory and not os.path.isdir(directory):
+            try:
                 os.makedirs(directory, exist_ok=True)  # created on first record
-        elif not st.st_mode & 0o222:
-            raise StoreError(
-                f"stet: {self.path} is read-only, so stet cannot record runs in it. Make it "
-                "writable (chmod u+w) to go on recording, or choose another store."
-            )
+            except OSError as exc:
+                raise disk_error(self.file, exc, "Nothing was recorded.") from None
 
-    def add(self, ident: Identity, timestamp: str) -> bool:
+    def add(self, ident: Identity, extra: Mapping[str, str] | None = None) -> bool:
         self._prepare_write()
-        with self._locked():
-            self._refresh()
-            if self._known(ident):
-                return False
-            row = Row.of(ident, timestamp)
-            columns_change = self.fixed_columns and any(
-                c not in self._columns for c in (*ident.names, *RESERVED)
+        added: bool = self._locked(lambda: self._add_locked([ident], extra) > 0)
+        return added
+
+    def add_many(self, idents: Sequence[Identity]) -> int:
+        if not idents:
+            return 0
+        self._prepare_write()
+        count: int = self._locked(lambda: self._add_locked(idents, None))
+        return count
+
+    def _add_locked(self, idents: Sequence[Identity], extra: Mapping[str, str] | None) -> int:
+        self._refresh()
+        new: list[Identity] = []
+        seen: set[int] = set()
+        for ident in idents:
+            if not self._index.has(ident) and ident.digest not in seen:
+                seen.add(ident.digest)
+                new.append(ident)
+        if not new:
+            return 0
+        stamp = utc_now()
+        rows = [Row.of(ident, stamp, extra) for ident in new]
+        if self._torn:
+            self._repair_torn()  # first: neither an append nor a rewrite may lose it
+        if self._needs_new_file():
+            self._rewrite(rows)  # indexes the rows it writes
+        elif self._needs_rewrite(rows):
+            self._rewrite([*self._all_rows(), *rows])
+        else:
+            self._append(rows)
+            for ident in new:
+                self._index.add_identity(ident)
+            self._count += len(new)
+        return len(new)
+
+    def _append(self, rows: list[Row]) -> None:
+        """Write ``rows`` at the end of the file in one write; restore the file on error."""
+        data, at, end_after, state = self._append_bytes(rows, self._end, self._state)
+        fd = self._writer_fd()
+        try:
+            write_all(fd, data, at)
+            st = os.fstat(fd)
+            if st.st_size > at + len(data):  # the old closing text was longer
+                os.ftruncate(fd, at + len(data))
+                st = os.fstat(fd)
+        except OSError as exc:
+            self._restore(fd, at)
+            raise disk_error(
+                self.file, exc, "The run was not recorded, and the store is as it was."
+            ) from None
+        self._guard = (self._guard + data[: end_after - at])[-_GUARD:]
+        self._end = end_after
+        self._state = state
+        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _restore(self, fd: int, at: int) -> None:
+        """Undo a failed append at ``at``: cut what was written, put back the closing text."""
+        closing = self._closing(self._state)
+        try:
+            os.ftruncate(fd, at)
+            if closing:
+                write_all(fd, closing, at)
+        except OSError:
+            self._sig = None  # cannot tell what is there now: read it again next time
+
+    def _writer_fd(self) -> int:
+        """The descriptor records are written through (reopened if the file was replaced)."""
+        ino = self._sig[0] if self._sig is not None else -1
+        if self._writer is None or self._writer_ino != ino:
+            if self._writer is not None:
+                os.close(self._writer)
+                self._writer = None
+            try:
+                self._writer = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | BINARY, 0o666)
+            except OSError as exc:
+                raise disk_error(self.file, exc, "The run was not recorded.") from None
+            self._writer_ino = os.fstat(self._writer).st_ino
+        return self._writer
+
+    def _repair_torn(self) -> None:
+        """Move an interrupted append out of the way before appending after it.
+
+        The cut bytes are kept in ``<store>.stet-torn`` and a warning names it. A tail
+        that does not look like stet's own interrupted append is not touched: StoreError.
+        """
+        data = self._read(self._end)
+        closing = self._closing(self._state)
+        tail = data[: len(data) - len(closing)] if closing and data.endswith(closing) else data
+        if not self._interrupted(tail, self._state):
+            raise self.bad(
+                f"it ends in {len(data)} bytes after line {self._line_count()} that are not "
+                "a complete record (edited by hand, or written by another tool?). Complete "
+                "or delete them"
             )
-            if self._sig is None or self._empty:
-                self._rewrite([row], self._merge_columns([], ident.names))
-            elif columns_change or not self.appendable:
-                self._rewrite_adding(row, self._merge_columns(self._columns, ident.names))
-            else:
-                if self._torn is not None:
-                    os.truncate(self.path, self._torn)
-                    self._torn = None
-                resume = self._append(row, self._columns, self._resume)
-                self._after_write(resume)
-            (self._legacy if ident.is_text else self._index)[ident.digest] = None
-            return True
+        side = self.log_file + ".stet-torn"
+        note = f"# {utc_now()}: {len(tail)} bytes cut from the end of {self.file}\n"
+        try:
+            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND | BINARY, 0o666)
+            try:
+                write_all(fd, note.encode() + tail + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise disk_error(side, exc, "The store was not changed.") from None
+        fd = self._writer_fd()
+        try:
+            os.ftruncate(fd, self._end)
+            if closing:
+                write_all(fd, closing, self._end)
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise disk_error(self.file, exc, "Nothing was recorded.") from None
+        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._torn = False
+        warnings.warn(
+            f"stet: {self.file} ended in an incomplete record (a write cut by a crash); "
+            f"its {len(tail)} bytes were moved to {side}",
+            StoreWarning,
+            stacklevel=2,
+        )
+
+    def _line_count(self) -> int:
+        with open(self.log_file, "rb") as fh:
+            return fh.read(self._end).count(b"\n")
+
+    def _all_rows(self) -> list[Row]:
+        """Every record, read now from the file. Caller holds the lock."""
+        data = self._read(0)
+        parsed = self._parse(data, 0, {})
+        return list(rows_of(parsed.header, parsed.records, parsed.lines))
+
+    def _rewrite(self, rows: list[Row]) -> None:
+        """Replace the whole file with ``rows`` (atomically). Caller holds the lock."""
+        data, state = self._encode(rows, self._state)
+        atomic_write(self.log_file, data, store=self.file)
+        self.snapshot.remove()
+        self._forget()
+        self._index.add_rows(rows)
+        self._count = len(rows)
+        st = os.stat(self.log_file)
+        self._state = state
+        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        self._end = len(data) - len(self._closing(state))
+        self._guard = data[: self._end][-_GUARD:]
+
+    def _needs_new_file(self) -> bool:
+        """Whether the next record must create the file (missing, or without a header)."""
+        return self._sig is None or not self._state
+
+    def _needs_rewrite(self, rows: list[Row]) -> bool:
+        """Whether adding ``rows`` needs the whole file rewritten (new columns)."""
+        if not self.fixed_columns:
+            return False
+        columns = self._state.get("columns", [])
+        wanted = {c for row in rows for c in row.values}
+        return any(c not in columns for c in (*wanted, *OWN))
 
     def rows(self) -> list[Row]:
-        if self._stat() is None:
+        if not self.exists():
             return []  # nothing to read: and no lock file (or directory) is created
-        with self._locked():
-            if self._stat() is None:
-                self._start_fresh()
+
+        def read() -> list[Row]:
+            if not self.exists():
                 return []
-            return list(self._parse_file(self._read(0)).rows)
+            return self._all_rows()
+
+        found: list[Row] = self._locked(read)
+        return found
 
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
-        if self._stat() is None:
+        if not self.exists():
             return []
         self._prepare_write()
-        with self._locked():
+
+        def remove() -> list[Row]:
             self._refresh()
-            if self._sig is None:
-                return []
-            parsed = self._parse_file(self._read(0))
+            if self._torn:
+                self._repair_torn()
             keep: list[Row] = []
             removed: list[Row] = []
-            for row in parsed.rows:
+            for row in self._all_rows():
                 (removed if predicate(row) else keep).append(row)
-            if removed or parsed.torn is not None:
-                columns = parsed.columns or self._merge_columns([], ())
-                self._rewrite(keep, columns)
-                self._index = {}
-                self._legacy = {}
-                index_rows(keep, self._index, self._legacy)
+            if removed:
+                self._rewrite(keep)
             return removed
 
-    def key_columns(self) -> list[str]:
-        if self._stat() is None:
-            return []
-        with self._locked():
-            self._refresh()
-            if self._columns:
-                return [c for c in self._columns if not c.startswith("_stet_")]
-        return super().key_columns()
+        found: list[Row] = self._locked(remove)
+        return found
 
-    # -- claims --------------------------------------------------------------------
-
-    @contextmanager
-    def _claims(self) -> Iterator[ClaimBook]:
-        """Claims live in ``<store>.claims`` (JSON), read and written under the lock."""
+    def drop(self) -> None:
+        if not self.exists():
+            return
         self._prepare_write()
-        with self._locked():
+
+        def remove() -> None:
+            if os.path.islink(self.file):
+                # A shared file linked into this project: empty it through the link.
+                self._rewrite([])
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.file)
+                self._forget()
+            self.snapshot.remove()
+            self.claims.ledger.remove()  # its failures go with the store
+
+        self._locked(remove)
+
+    def key_columns(self) -> list[str]:
+        if not self.exists():
+            return []
+
+        def columns() -> list[str]:
             self._refresh()
-            book = _FileClaims(self, self._load_claims())
-            yield book
-            if book.dirty:
-                data = {key: claim.to_json() for key, claim in book.claims.items()}
-                text = json.dumps(data, indent=1, sort_keys=True).encode("utf-8")
-                # Claims are short-lived and rebuilt by live workers, so no fsync.
-                atomic_write(self.claims_path, text, durable=False)
+            known = self._state.get("columns")
+            if known is not None:
+                return [c for c in known if not c.startswith("_stet_")]
+            seen: dict[str, None] = {}
+            for row in self._all_rows():
+                seen.update(dict.fromkeys(row.values))
+            return list(seen)
 
-    def in_progress(self) -> list[Claim]:
-        if not os.path.exists(self.claims_path):
-            return []  # no worker ever claimed a run here: no need to lock
-        with self._locked():  # read only: works on a store made read-only too
-            return [c for c in self._load_claims().values() if not c.stale()]
+        found: list[str] = self._locked(columns)
+        return found
 
-    def _load_claims(self) -> dict[str, Claim]:
-        try:
-            with open(self.claims_path, "rb") as fh:
-                raw = fh.read()
-        except FileNotFoundError:
-            return {}
-        try:
-            data = json.loads(raw)
-            return {key: Claim.from_json(key, value) for key, value in data.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise StoreError(
-                f"stet: cannot read the claims file {self.claims_path}: it is not a JSON "
-                "object of claims. stet has not modified it; delete it if no worker is "
-                "running (it only lists runs in progress)."
-            ) from None
+    # -- claims and the ledger live in side files (see _fileclaims) -------------------
 
-    # -- helpers for formats -----------------------------------------------------
+    def claim(self, ident: Identity, owner: Any, lease: float) -> Any:
+        return self.claims.claim(ident, owner, lease)
 
-    @staticmethod
-    def _merge_columns(columns: list[str], names: tuple[str, ...]) -> list[str]:
-        """Existing key columns, then new key names, then stet's own columns."""
-        keys = [c for c in columns if c not in RESERVED]
-        keys += [n for n in names if n not in keys]
-        return keys + list(RESERVED)
+    def renew(self, held: Sequence[Any]) -> list[Identity]:
+        return self.claims.renew(held)
 
-    def _rewrite_adding(self, row: Row, columns: list[str]) -> None:
-        """Rewrite the whole file with ``row`` added (new columns, or no append)."""
-        rows = self._parse_file(self._read(0)).rows
-        self._rewrite([*rows, row], columns)
+    def release(self, ident: Identity, owner: Any) -> None:
+        self.claims.release(ident, owner)
 
-    def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
-        data, resume = self._serialize(rows, columns)
-        atomic_write(self.path, data)
-        self._columns = columns
-        self._after_write(resume)
+    def complete(self, ident: Identity, owner: Any, extra: Mapping[str, str] | None = None) -> bool:
+        return self.claims.complete(ident, owner, extra)
+
+    def in_progress(self) -> list[Any]:
+        return self.claims.live()
+
+    def busy(self, owner: Any = None) -> set[int]:
+        return self.claims.busy(owner)
+
+    def note(self, event: Any) -> None:
+        self.claims.note(event)
+
+    def events(self) -> list[Any]:
+        return self.claims.events()
 
     # -- what each format implements --------------------------------------------
 
-    def _parse(self, data: bytes) -> Parsed:
-        """Parse a whole, non-empty file; raise `bad` errors for anything odd."""
+    def _parse(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
+        """Parse ``data``, the file's bytes from offset ``start`` on.
+
+        With ``start == 0`` it is the whole file (header included); otherwise it follows
+        complete records, and ``state`` is what the earlier parse returned.
+        """
         raise NotImplementedError
 
-    def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
-        """Parse bytes appended at offset ``start``; None to fall back to a full read."""
-        return None
-
-    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
-        """The bytes of a whole file holding ``rows``, and its resume offset."""
+    def _encode(self, rows: list[Row], state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The bytes of a whole file holding ``rows``, and its state."""
         raise NotImplementedError
 
-    def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
-        """Add ``row`` to the end of the file in one write; return the new resume offset."""
+    def _append_bytes(
+        self, rows: list[Row], end: int, state: dict[str, Any]
+    ) -> tuple[bytes, int, int, dict[str, Any]]:
+        """Bytes adding ``rows``: ``(data, offset to write at, new end of records, state)``."""
         raise NotImplementedError
+
+    def _closing(self, state: dict[str, Any]) -> bytes:
+        """Text the format keeps after the last record (the closing bracket of JSON)."""
+        return b""
+
+    def _interrupted(self, tail: bytes, state: dict[str, Any]) -> bool:
+        """Whether ``tail`` (bytes after the last complete record) is a cut append of stet's."""
+        return False
+
+
+def iter_rows(parsed: Parsed) -> Iterator[Row]:
+    """The rows of a parse."""
+    return rows_of(parsed.header, parsed.records, parsed.lines)

@@ -3,56 +3,156 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from stet._identity import parse_types
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, rows_of
-from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._filestore import FileBackend, Parsed, Reread
+from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, CellPlan, Record, Row
 
-__all__ = ["JsonBackend"]
+__all__ = ["JsonBackend", "object_records", "object_text"]
 
 _SPACE = b" \t\r\n"
+_CLOSING = "\n]\n"
+
+
+def _closing_at(data: bytes) -> int:
+    r"""Where the next record goes: just after the last object (or the ``[``)."""
+    bracket = len(data.rstrip(_SPACE)) - 1
+    return len(data[:bracket].rstrip(_SPACE))
+
+
+def _stet_layout(prefix: bytes) -> bool:
+    """Whether ``prefix`` is an array opened by ``[`` with one object per line (stet's own)."""
+    lines = prefix.strip(_SPACE).split(b"\n")
+    if lines[0].strip(_SPACE) != b"[":
+        return False
+    for line in lines[1:]:
+        line = line.strip(_SPACE)
+        if not (line.startswith(b"{") and (line.endswith(b"}") or line.endswith(b"},"))):
+            return False
+    return True
+
+
+def object_records(
+    chunks: list[list[Any]], lines: list[int] | None, bad: Callable[[str], Exception]
+) -> Iterator[Record]:
+    """Validate JSON objects holding records; yield each with the plan that reads it.
+
+    Shared by the JSON store and the Parquet store's journal. ``lines`` gives the line
+    of each object, where known, for messages.
+    """
+    plans: dict[tuple[Any, Any], CellPlan] = {}
+    n = 0
+    for chunk in chunks:
+        for item in chunk:
+            n += 1
+            where = f"line {lines[n - 1]}" if lines else f"element {n} of the array"
+            if not isinstance(item, dict):
+                raise bad(f"{where} is not an object")
+            stamp = item.get(TIMESTAMP)
+            if not isinstance(stamp, str) or not stamp:
+                raise bad(f"{where} has no {TIMESTAMP} string")
+            types = item.get(TYPES)
+            func = item.get(FUNC)
+            if func is not None and not isinstance(func, str):
+                raise bad(f"{where} has a {FUNC} that is not a string")
+            plan = plans.get((types, func))
+            if plan is None:
+                plan = plans[(types, func)] = _plan(item, types, func or None, where, bad)
+            for name in item:
+                if name.startswith("_stet_") and name not in OWN:
+                    raise bad(f"{where} has an unknown field {name!r} (a newer stet?)")
+            if plan.types is not None and sum(not k.startswith("_stet_") for k in item) != len(
+                plan.names
+            ):
+                raise bad(f"{where}: its fields do not match its {TYPES} {types!r}")
+            for name in plan.names:
+                value = item.get(name)
+                if type(value) is not str:
+                    raise bad(
+                        f"{where} field {name!r} is "
+                        + ("missing" if value is None else f"a JSON {type(value).__name__}")
+                        + "; stet stores every value as a string"
+                    )
+            yield item, plan, stamp
+
+
+def _plan(
+    item: dict[str, Any], types: Any, func: str | None, where: str, bad: Callable[[str], Exception]
+) -> CellPlan:
+    if types is None:
+        names = tuple(k for k in item if not k.startswith("_stet_"))
+        return CellPlan(names, None, names, None, func)
+    try:
+        parse_types(types)
+        return CellPlan.for_types(types, func)
+    except (ValueError, TypeError, AttributeError):
+        raise bad(f"{where} has an invalid {TYPES} {types!r}") from None
+
+
+def object_text(row: Row) -> str:
+    """One record as a JSON object on one line (key texts, then stet's columns)."""
+    obj = dict(row.values)
+    for column in OWN:
+        value = row.cell(column)
+        if value is not None and (value or column in (TYPES, TIMESTAMP)):
+            obj[column] = value
+    return json.dumps(obj, ensure_ascii=False)
 
 
 class JsonBackend(FileBackend):
     """Completed runs in a JSON array of objects whose values are all strings.
 
-    Each object holds the record's key parameters, ``_stet_types`` and
-    ``_stet_timestamp``. stet writes one object per line and adds a record by writing
-    over the closing ``]``, so it never rewrites the file to add a run.
+    Each object holds the record's key parameters and stet's columns (``_stet_func``,
+    ``_stet_types``, ``_stet_timestamp``, ...). stet writes one object per line and adds
+    a record by writing over the closing ``]``, so it never rewrites the file to add a
+    run.
     """
 
     suffixes = (".json",)
     format_name = "JSON"
-
     fixed_columns = False
 
-    def _parse(self, data: bytes) -> Parsed:
-        try:
-            items = self._chunks(data)
-        except ValueError:
-            items = None
-        if items is None:
+    def _parse(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
+        if start:
+            return self._parse_tail(data, start, state)
+        if not data.strip(_SPACE):
+            return Parsed([], [], 0)
+        chunks = self._chunks(data)
+        torn = False
+        end = _closing_at(data)
+        if chunks is None:
             try:
                 value = json.loads(data)
             except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError
-                torn = self._torn_end(data)
-                if torn is None:
+                cut = self._torn_end(data)
+                if cut is None:
                     if isinstance(exc, json.JSONDecodeError):
                         raise self.bad(
                             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
                         ) from None
                     raise self.bad("the file is not UTF-8 text") from None
-                parsed = self._parse(data[:torn] + b"\n]")
-                return Parsed(parsed.rows, [], torn, torn, parsed.records)
+                parsed = self._parse(data[:cut] + b"\n]", 0, {})
+                parsed.end, parsed.torn = cut, True
+                parsed.state["closing"] = ""
+                return parsed
             if not isinstance(value, list):
                 raise self.bad(
                     f"expected a JSON array of records, found a JSON {type(value).__name__}"
                 )
-            items = [value]
-        return self._parsed(items, self._closing(data))
+            chunks = [value]
+            layout = False
+        else:
+            layout = True
+        count = sum(len(c) for c in chunks)
+        lines = list(range(2, count + 2)) if layout else None
+        state = {
+            "empty": count == 0,
+            "line": count + 2,
+            "closing": data[end:].decode("utf-8", "replace"),
+        }
+        return Parsed([], object_records(chunks, lines, self.bad), end, torn, state, lines)
 
     @staticmethod
     def _chunks(data: bytes) -> list[list[Any]] | None:
@@ -68,98 +168,54 @@ class JsonBackend(FileBackend):
         chunks: list[list[Any]] = []
         pos = 0
         step = 1 << 20
-        while pos < len(inner):
-            cut = inner.find(b"\n{", pos + step)
-            piece = inner[pos : cut if cut >= 0 else len(inner)].strip(_SPACE)
-            if cut >= 0:
-                # Only the comma separating this piece from the next one goes; a
-                # trailing comma before the `]` stays and fails, as JSON must.
-                piece = piece.removesuffix(b",")
-            if piece:
-                chunks.append(json.loads(b"[" + piece + b"]"))
-            if cut < 0:
-                break
-            pos = cut + 1
-        return chunks
-
-    def _parsed(self, chunks: list[list[Any]], resume: int) -> Parsed:
-        return Parsed(
-            rows=rows_of(self._records(chunks)),
-            resume=resume,
-            records=self._records(chunks),
-        )
-
-    def _records(self, chunks: list[list[Any]]) -> Iterator[tuple[dict[str, Any], CellPlan, str]]:
-        """Validate each object; yield it with the plan that reads it."""
-        plans: dict[str, CellPlan] = {}
-        n = 0
-        for chunk in chunks:
-            for item in chunk:
-                n += 1
-                if not isinstance(item, dict):
-                    raise self.bad(f"element {n} of the array is not an object")
-                stamp = item.get(TIMESTAMP)
-                if not isinstance(stamp, str) or not stamp:
-                    raise self.bad(f"element {n} has no {TIMESTAMP} string")
-                types = item.get(TYPES)
-                if types is None:
-                    names = tuple(k for k in item if k != TIMESTAMP)
-                    plan = CellPlan(names, None, names)
-                else:
-                    found = plans.get(types) if isinstance(types, str) else None
-                    if found is None:
-                        try:
-                            names, tags = parse_types(types)
-                        except (ValueError, TypeError, AttributeError):
-                            raise self.bad(
-                                f"element {n} has an invalid {TYPES} {types!r}"
-                            ) from None
-                        found = plans[types] = CellPlan(names, tags, names, types)
-                    plan = found
-                    if len(item) != len(plan.names) + 2 or not all(k in item for k in plan.names):
-                        raise self.bad(
-                            f"element {n}: its fields do not match its {TYPES} {types!r}"
-                        )
-                for name in plan.names:
-                    if type(item[name]) is not str:
-                        if name.startswith("_stet_"):
-                            raise self.bad(
-                                f"element {n} has an unknown field {name!r} (a newer stet?)"
-                            )
-                        raise self.bad(
-                            f"element {n} field {name!r} is a JSON {type(item[name]).__name__}; "
-                            "stet stores every value as a string"
-                        )
-                if plan.legacy:
-                    for name in plan.names:
-                        if name.startswith("_stet_"):
-                            raise self.bad(
-                                f"element {n} has an unknown field {name!r} (a newer stet?)"
-                            )
-                yield item, plan, stamp
-
-    def _parse_tail(self, data: bytes, start: int) -> Parsed | None:
-        # Appended text looks like `,\n{...},\n{...}\n]\n` (no comma after `[`).
-        body = data.rstrip(_SPACE)
-        if not body.endswith(b"]"):
-            return None
-        body = body[:-1].lstrip(_SPACE)
-        if body.startswith(b","):
-            body = body[1:]
         try:
-            items = json.loads(b"[" + body + b"]")
+            while pos < len(inner):
+                cut = inner.find(b"\n{", pos + step)
+                piece = inner[pos : cut if cut >= 0 else len(inner)].strip(_SPACE)
+                if cut >= 0:
+                    # Only the comma separating this piece from the next one goes; a
+                    # trailing comma before the `]` stays and fails, as JSON must.
+                    piece = piece.removesuffix(b",")
+                if piece:
+                    chunks.append(json.loads(b"[" + piece + b"]"))
+                if cut < 0:
+                    break
+                pos = cut + 1
         except ValueError:
             return None
-        return self._parsed([items], start + self._closing(data))
+        return chunks
+
+    def _parse_tail(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
+        # Appended text looks like `,\n{...},\n{...}\n]\n` (no comma after `[`).
+        body = data.rstrip(_SPACE)
+        items: list[Any] | None = None
+        if body.endswith(b"]"):
+            inner = body[:-1].strip(_SPACE).removeprefix(b",")
+            try:
+                items = json.loads(b"[" + inner + b"]")
+            except ValueError:
+                items = None
+        if items is None:
+            raise Reread  # cut mid-append, or rewritten: read the whole file
+        line = int(state.get("line", 2))
+        end = start + _closing_at(data) if items else start
+        lines = list(range(line, line + len(items)))
+        after = {
+            "empty": bool(state.get("empty")) and not items,
+            "line": line + len(items),
+            "closing": data[end - start :].decode("utf-8", "replace"),
+        }
+        return Parsed([], object_records([items], lines, self.bad), end, False, after, lines)
 
     @staticmethod
     def _torn_end(data: bytes) -> int | None:
-        r"""Where the records end if only an interrupted append spoiled the file.
+        r"""Where the records end if only an interrupted append of stet's spoiled the file.
 
         stet appends by writing ``,\n{...}\n]\n`` just after the last object (or
         ``\n{...}\n]\n`` just after the ``[`` of an empty array). A cut write leaves a
-        valid array prefix followed by the start of that text and maybe a remnant of the
-        old ``]``. Returns the end of that prefix, or None if the file does not look so.
+        prefix in stet's layout followed by the start of that text. Returns the end of
+        that prefix, or None for anything else (a truncated file of another layout,
+        which stet must not "repair").
         """
         body = data.rstrip(_SPACE)
         end = len(body)
@@ -167,56 +223,42 @@ class JsonBackend(FileBackend):
             cut = body.rfind(b"}", 0, end)
             if cut < 0:
                 break
-            if data[cut + 1 :].startswith(b","):
+            if data[cut + 1 : cut + 2] == b",":
                 try:
                     json.loads(body[: cut + 1] + b"\n]")
                 except ValueError:
                     pass
                 else:
-                    return cut + 1
+                    return cut + 1 if _stet_layout(body[: cut + 1]) else None
             end = cut
         start = len(data) - len(data.lstrip(_SPACE))
         if data[start : start + 1] == b"[" and b"}" not in data:
             rest = data[start + 1 :]
-            if rest.startswith(b"\n") and rest.strip(_SPACE)[:1] in (b"", b"{"):
+            if rest.startswith(b"\n{") or not rest.strip(_SPACE):
                 return start + 1  # the first append into an empty array was cut
         return None
 
-    @staticmethod
-    def _closing(data: bytes) -> int:
-        r"""Where the next record goes: just after the last object (or the ``[``).
+    def _interrupted(self, tail: bytes, state: dict[str, Any]) -> bool:
+        body = tail.rstrip(_SPACE)
+        if body.endswith(b"]"):  # what the cut write had not yet overwritten of the old "]"
+            body = body[:-1].rstrip(_SPACE)
+        # What stet writes after the last object: ",\n{...}" (or "\n{...}" after "[").
+        starts = body.startswith(b",") or body.lstrip(_SPACE).startswith(b"{") or not body
+        return starts and b"\n]" not in body
 
-        Appending writes ``,\n{...}\n]\n`` from there, over the old ``\n]\n``.
-        """
-        bracket = len(data.rstrip(_SPACE)) - 1
-        return len(data[:bracket].rstrip(_SPACE))
+    def _closing(self, state: dict[str, Any]) -> bytes:
+        return str(state.get("closing", _CLOSING)).encode("utf-8")
 
-    @staticmethod
-    def _object(row: Row) -> str:
-        obj = dict(row.values)
-        if row.types is not None:
-            obj[TYPES] = row.types
-        obj[TIMESTAMP] = row.timestamp
-        return json.dumps(obj, ensure_ascii=False)
-
-    def _serialize(self, rows: list[Row], columns: list[str]) -> tuple[bytes, int | None]:
+    def _encode(self, rows: list[Row], state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         if not rows:
-            return b"[]\n", 1
-        data = ("[\n" + ",\n".join(self._object(r) for r in rows) + "\n]\n").encode("utf-8")
-        return data, len(data) - 3  # before the final "\n]\n"
+            return b"[]\n", {"empty": True, "line": 2, "closing": "]\n"}
+        text = "[\n" + ",\n".join(object_text(r) for r in rows) + _CLOSING
+        return text.encode("utf-8"), {"empty": False, "line": len(rows) + 2, "closing": _CLOSING}
 
-    def _append(self, row: Row, columns: list[str], resume: int | None) -> int | None:
-        if resume is None:
-            raise self.bad("internal: no position for the closing bracket")
-        with open(self.path, "r+b") as fh:
-            # What precedes the insertion point is `[` for an empty array, else `}`.
-            fh.seek(max(resume - 1, 0))
-            sep = "\n" if fh.read(1) == b"[" else ",\n"
-            data = (sep + self._object(row) + "\n]\n").encode("utf-8")
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(resume)
-            fh.write(data)  # one write call: overwrites the old "\n]\n" and extends
-            fh.flush()
-            if size > resume + len(data):
-                fh.truncate(resume + len(data))
-            return resume + len(data) - 3
+    def _append_bytes(
+        self, rows: list[Row], end: int, state: dict[str, Any]
+    ) -> tuple[bytes, int, int, dict[str, Any]]:
+        sep = "\n" if state.get("empty", True) else ",\n"
+        data = (sep + ",\n".join(object_text(r) for r in rows) + _CLOSING).encode("utf-8")
+        after = {"empty": False, "line": int(state.get("line", 2)) + len(rows), "closing": _CLOSING}
+        return data, end, end + len(data) - len(_CLOSING), after

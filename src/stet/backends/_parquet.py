@@ -1,16 +1,57 @@
-"""The Parquet store: one file of string columns, rewritten atomically per record."""
+"""The Parquet store: a Parquet file of string columns, and a journal beside it.
+
+Parquet cannot be appended to (the footer describing the data comes last), so records
+go first to ``<store>.journal``, one JSON object per line, appended like the JSON
+store's records. The journal is folded into the Parquet file (rewritten through a
+temporary file and an atomic rename) once it holds an eighth of the store, and when a
+process that recorded exits, so the ``.parquet`` file holds every completed run when
+the sweep ends. stet itself reads both, so a run is skipped from the moment it is in
+the journal; other readers (pandas) see the runs folded so far. A process killed
+before it folded leaves its journal for the next process that records to fold.
+
+A process that recorded also folds the journal a second after its last record, so a
+notebook that ran a sweep leaves a complete file even while its kernel lives on.
+
+The Parquet file remembers, in its metadata, which bytes of the journal it already
+holds, so a crash between writing it and emptying the journal duplicates nothing.
+"""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import hashlib
+import json
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from stet.backends._base import TIMESTAMP, TYPES, CellPlan, Row, read_records, rows_of
-from stet.backends._filestore import FileBackend, Parsed, atomic_write
+from stet._errors import StoreError
+from stet.backends._atomic import atomic_write
+from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._json import object_records, object_text
+from stet.backends._records import (
+    FUNC,
+    HOST,
+    JOB,
+    OWN,
+    TIMESTAMP,
+    TYPES,
+    Record,
+    Row,
+    read_records,
+    rows_of,
+)
 
 __all__ = ["ParquetBackend"]
+
+#: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
+_FOLDED = b"stet.journal"
+_FOLD_MIN = 1000  # journal records before a fold is worth it
+_IDLE = 1.0  # seconds without a record after which a process folds its journal
 
 
 def _pyarrow() -> tuple[ModuleType, ModuleType]:
@@ -24,42 +65,130 @@ def _pyarrow() -> tuple[ModuleType, ModuleType]:
     return pyarrow, pyarrow.parquet
 
 
+def _sig(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class ParquetBackend(FileBackend):
     """Completed runs in a Parquet file readable by ``pandas.read_parquet``.
 
     All columns are strings: one per key parameter (null where a record lacks that
-    parameter), ``_stet_types`` and ``_stet_timestamp``. Parquet files cannot be
-    appended to (the footer describing the data comes last), so each record rewrites
-    the file through a temporary file and an atomic rename. This process keeps the
-    last table it read or wrote, so a record costs one write, not a read and a write.
+    parameter) and stet's own (``_stet_func``, ``_stet_types``, ``_stet_timestamp``, ...).
     """
 
     suffixes = (".parquet",)
     format_name = "Parquet"
-    appendable = False
+    fixed_columns = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         _pyarrow()  # fail at once, with the install hint, when pyarrow is missing
         super().__init__(path)
+        self.log_file = self.file + ".journal"
 
     def _start_process(self) -> None:
         super()._start_process()
-        self._table: Any = None
-        self._table_sig: tuple[int, int, int] | None = None
+        self._fold_registered = False
+        self._last_append = 0.0
+        self._appended = threading.Event()
+        self._folder: threading.Thread | None = None
 
-    def _remember(self, parsed: Parsed, sig: tuple[int, int, int]) -> None:
-        super()._remember(parsed, sig)
-        self._table_sig = sig
+    def _forget(self) -> None:
+        super()._forget()
+        self._base_sig: tuple[int, int, int] | None = None
+        self._base_count = 0
+        self._journal_count = 0
 
-    def _parse(self, data: bytes) -> Parsed:
+    # -- reading ------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        self._ensure_process()
+        if _sig(self.log_file) != self._sig or _sig(self.file) != self._base_sig:
+            self._locked(self._refresh)
+
+    def _refresh(self) -> None:
+        self._check_regular()
+        base = _sig(self.file)
+        journal = _sig(self.log_file)
+        if (base, journal) == (self._base_sig, self._sig):
+            return
+        if base != self._base_sig or journal is None or self._sig is None:
+            self._full_read(journal)
+            return
+        before = len(self._index)
+        super()._refresh()  # the journal changed: read the lines appended
+        self._journal_count += len(self._index) - before
+
+    def _check_regular(self) -> None:
+        for path in (self.file, self.log_file):
+            if os.path.exists(path) and not os.path.isfile(path):
+                raise StoreError(
+                    f"stet: {path} is not a regular file (a directory?); point the store "
+                    "at a Parquet file"
+                )
+
+    def _full_read(self, sig: tuple[int, int, int] | None) -> None:
+        base_data = self._read_file(self.file)
+        journal = self._read_file(self.log_file)
+        self._forget()
+        base_hash = hashlib.sha256(base_data).hexdigest()
+        saved = self.snapshot.load(journal)
+        if saved is not None and saved[2].get("base") == base_hash:
+            index, covered, state = saved
+            parsed = self._parse(journal[covered:], covered, state)
+            self._index = index
+            tail = index.add_records(parsed.records)
+            self._base_count = int(state.get("base_count", 0))
+            self._journal_count = int(state.get("journal_count", 0)) + tail
+        else:
+            folded = 0
+            if base_data:
+                table, folded = self._table(base_data, journal)
+                self._base_count = self._index.add_records(self._base_records(table))
+            parsed = self._parse(journal[folded:], folded, {})
+            self._journal_count = self._index.add_records(parsed.records)
+        parsed.state.update(base=base_hash, base_count=self._base_count)
+        self._count = len(self._index)
+        self._base_sig = _sig(self.file)
+        guard = journal[max(parsed.end - 32, 0) : parsed.end]
+        if sig is not None:
+            self._remember(parsed, sig, guard)
+        else:
+            self._state = parsed.state
+        if self._count >= 20_000 and saved is None and sig is not None:
+            self._state["journal_count"] = self._journal_count
+            self._save_snapshot(journal)
+
+    def _read_file(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return b""
+        except OSError as exc:
+            raise StoreError(f"stet: cannot read {path}: {exc.strerror or exc}") from None
+
+    def _table(self, data: bytes, journal: bytes) -> tuple[Any, int]:
+        """The Parquet file's table, and how many journal bytes it already holds."""
         pa, pq = _pyarrow()
         try:
             # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it
-            # pandas. No threads: stet's tables are small, and a pyarrow thread pool still
-            # running at interpreter exit can abort the process ("terminate called").
+            # pandas. No threads: a pyarrow thread pool still running at interpreter
+            # exit can abort the process ("terminate called").
             table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
         except (pa.ArrowException, OSError) as exc:
             raise self.bad(f"not a readable Parquet file ({exc})") from None
+        folded = 0
+        meta = table.schema.metadata or {}
+        if _FOLDED in meta:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                info = json.loads(meta[_FOLDED])
+                size = int(info["bytes"])
+                if hashlib.sha256(journal[:size]).hexdigest() == info["sha256"]:
+                    folded = size
         names = [n for n in table.column_names if not n.startswith("__index_level_")]
         table = table.select(names)
         if TIMESTAMP not in names:
@@ -67,7 +196,7 @@ class ParquetBackend(FileBackend):
                 f"its columns {names} have no {TIMESTAMP}, so it was not written by stet"
             )
         for name in names:
-            if name.startswith("_stet_") and name not in (TYPES, TIMESTAMP):
+            if name.startswith("_stet_") and name not in OWN:
                 raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
             kind = table.schema.field(name).type
             if not (
@@ -75,65 +204,216 @@ class ParquetBackend(FileBackend):
             ):
                 raise self.bad(f"column {name!r} holds {kind}, but stet stores text")
         # pandas writes large_string or null columns; stet's own writes use string.
-        table = table.cast(pa.schema([(n, pa.string()) for n in names]))
-        self._table = table
-        return self._parsed(table, names)
+        return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
 
-    def _parsed(self, table: Any, names: list[str]) -> Parsed:
-        def records() -> Iterator[tuple[Sequence[Any], CellPlan, str]]:
-            columns = [table.column(name).to_pylist() for name in names]
-            return read_records(names, zip(*columns, strict=True), self.bad, "row {}".format)
+    def _base_records(self, table: Any) -> Iterator[Record]:
+        names = table.column_names
+        columns = [table.column(name).to_pylist() for name in names]
+        return read_records(names, zip(*columns, strict=True), self.bad, "row {}".format)
 
-        return Parsed(
-            rows=rows_of(records()),
-            columns=names,
-            records=records(),
+    def _all_rows(self) -> list[Row]:
+        base_data = self._read_file(self.file)
+        journal = self._read_file(self.log_file)
+        rows: list[Row] = []
+        folded = 0
+        if base_data:
+            table, folded = self._table(base_data, journal)
+            rows += rows_of(table.column_names, self._base_records(table))
+        parsed = self._parse(journal[folded:], folded, {})
+        rows += rows_of(parsed.header, parsed.records, parsed.lines)
+        return rows
+
+    # -- the journal: JSON lines ----------------------------------------------------
+
+    def _parse(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
+        complete = data.rfind(b"\n") + 1
+        body = [line for line in data[:complete].split(b"\n") if line.strip()]
+        try:
+            items = json.loads(b"[" + b",".join(body) + b"]")
+        except ValueError:
+            raise self.bad(
+                f"its journal {self.log_file} holds a line that is not a JSON object"
+            ) from None
+        line = int(state.get("line", 1))
+        lines = list(range(line, line + len(items)))
+        after = {**state, "line": line + data[:complete].count(b"\n")}
+        torn = bool(data[complete:])
+        records = object_records([items], lines, self._journal_bad)
+        return Parsed([], records, start + complete, torn, after, lines)
+
+    def _journal_bad(self, problem: str) -> StoreError:
+        return self.bad(f"{problem} of its journal {self.log_file}")
+
+    def _interrupted(self, tail: bytes, state: dict[str, Any]) -> bool:
+        return tail.lstrip().startswith(b"{") and b"\n" not in tail
+
+    def _encode(self, rows: list[Row], state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        return "".join(object_text(r) + "\n" for r in rows).encode("utf-8"), {"line": 1}
+
+    def _append_bytes(
+        self, rows: list[Row], end: int, state: dict[str, Any]
+    ) -> tuple[bytes, int, int, dict[str, Any]]:
+        data = "".join(object_text(r) + "\n" for r in rows).encode("utf-8")
+        after = {**state, "line": int(state.get("line", 1)) + len(rows)}
+        return data, end, end + len(data), after
+
+    def _needs_new_file(self) -> bool:
+        return not os.path.exists(self.file) and self._sig is None
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _add_locked(self, idents: Any, extra: Any) -> int:
+        added = super()._add_locked(idents, extra)
+        if added and self._base_sig is not None and self._sig is not None:
+            self._journal_count += added
+            if not self._fold_registered:
+                self._fold_registered = True
+                atexit.register(self._fold_at_exit)
+            if self._journal_count >= max(_FOLD_MIN, self._base_count // 8):
+                self._fold()
+            else:
+                self._last_append = time.monotonic()
+                self._appended.set()
+                if self._folder is None or not self._folder.is_alive():
+                    self._folder = threading.Thread(
+                        target=self._fold_when_idle, name="stet-parquet-fold", daemon=True
+                    )
+                    self._folder.start()
+        return added
+
+    def _fold_when_idle(self) -> None:
+        """Fold the journal once no record came for a second (the sweep paused or ended)."""
+        while True:
+            self._appended.wait()
+            self._appended.clear()
+            while (left := self._last_append + _IDLE - time.monotonic()) > 0:
+                time.sleep(left)
+            self._fold_at_exit()
+
+    def _rewrite(self, rows: list[Row]) -> None:
+        """Write ``rows`` as the whole Parquet file and empty the journal."""
+        self._write_table(self._table_of(rows), None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log_file)
+        self.snapshot.remove()
+        self._forget()
+        self._index.add_rows(rows)
+        self._base_count = self._count = len(rows)
+        self._base_sig = _sig(self.file)
+
+    def _fold(self) -> None:
+        """Move the journal's records into the Parquet file. Caller holds the lock."""
+        pa, _ = _pyarrow()
+        if self._torn:
+            self._repair_torn()
+        base_data = self._read_file(self.file)
+        journal = self._read_file(self.log_file)
+        folded = 0
+        tables = []
+        if base_data:
+            table, folded = self._table(base_data, journal)
+            tables.append(table)
+        parsed = self._parse(journal[folded:], folded, {})
+        new = list(rows_of(parsed.header, parsed.records))
+        if new:
+            tables.append(self._table_of(new))
+        if not tables:
+            return
+        columns: list[str] = []
+        for table in tables:
+            columns += [c for c in table.column_names if c not in columns and c not in OWN]
+        columns += [c for c in OWN if any(c in t.column_names for t in tables)]
+        aligned = [
+            pa.table(
+                {
+                    c: t.column(c) if c in t.column_names else pa.nulls(t.num_rows, pa.string())
+                    for c in columns
+                }
+            )
+            for t in tables
+        ]
+        whole = pa.concat_tables(aligned).combine_chunks()
+        written = self._write_table(whole, (len(journal), hashlib.sha256(journal).hexdigest()))
+        # The Parquet file now holds the journal (its metadata says so): emptying the
+        # journal may fail or be cut by a crash without losing or doubling a run.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.log_file)
+        self._base_count += len(new)
+        self._journal_count = 0
+        self._base_sig = _sig(self.file)
+        self._sig = None
+        self._end = 0
+        self._guard = b""
+        self._state = {"line": 1, "base": written, "base_count": self._base_count}
+        self.snapshot.remove()
+
+    def _fold_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            if os.path.exists(self.log_file):
+                self._locked(self._fold_now)
+
+    def _fold_now(self) -> None:
+        self._refresh()
+        if os.path.exists(self.log_file):
+            self._fold()
+
+    def fold(self) -> None:
+        """Fold the journal into the Parquet file now (stet does this by itself)."""
+        if os.path.exists(self.log_file):
+            self._prepare_write()
+            self._locked(self._fold_now)
+
+    def _table_of(self, rows: list[Row]) -> Any:
+        pa, _ = _pyarrow()
+        keys: list[str] = []
+        for row in rows:
+            keys += [n for n in row.values if n not in keys]
+        own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
+        return pa.table(
+            {c: pa.array([row.cell(c) for row in rows], type=pa.string()) for c in [*keys, *own]}
         )
 
-    def _table_of(self, rows: list[Row], columns: list[str]) -> Any:
-        pa, _ = _pyarrow()
-        data: dict[str, list[str | None]] = {c: [] for c in columns}
-        for row in rows:
-            for c in columns:
-                data[c].append(row.values.get(c))
-            data[TYPES][-1] = row.types
-            data[TIMESTAMP][-1] = row.timestamp
-        return pa.table({c: pa.array(v, type=pa.string()) for c, v in data.items()})
-
-    def _write(self, table: Any) -> None:
-        if table.column(TIMESTAMP).num_chunks > 64:
-            table = table.combine_chunks()  # many small chunks make writing slow
-        atomic_write(self.path, self._encode(table))
-        self._after_write(None)
-        self._table = table
-        self._table_sig = self._sig
-
-    @staticmethod
-    def _encode(table: Any) -> bytes:
+    def _write_table(self, table: Any, folded: tuple[int, str] | None) -> str:
+        """Write ``table`` as the Parquet file; return the SHA-256 of the bytes written."""
         pa, pq = _pyarrow()
+        if folded is not None:
+            info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _FOLDED: info})
         sink = pa.BufferOutputStream()
         # Dictionary-encode only the columns that repeat; unique texts and timestamps
         # gain nothing from it and cost a third of the write time.
-        pq.write_table(table, sink, use_dictionary=[TYPES], compression="snappy")
-        return bytes(sink.getvalue().to_pybytes())
+        repeat = [c for c in (FUNC, TYPES, HOST, JOB) if c in table.column_names]
+        pq.write_table(table, sink, use_dictionary=repeat, compression="snappy")
+        data = bytes(sink.getvalue().to_pybytes())
+        atomic_write(self.file, data, store=self.file)
+        return hashlib.sha256(data).hexdigest()
 
-    def _rewrite(self, rows: list[Row], columns: list[str]) -> None:
-        # In place of the byte-level _serialize: keeps the table written for next time.
-        self._write(self._table_of(rows, columns))
-        self._columns = columns
+    # -- the whole store -------------------------------------------------------------
 
-    def _rewrite_adding(self, row: Row, columns: list[str]) -> None:
-        pa, _ = _pyarrow()
-        if self._table is None or self._table_sig != self._sig:
-            self._parse_file(self._read(0))
-            self._table_sig = self._sig
-        new = self._table_of([row], columns)
-        old = self._table
-        if old is None:
-            self._rewrite([row], columns)
+    def exists(self) -> bool:
+        self._check_regular()
+        return os.path.exists(self.file) or os.path.exists(self.log_file)
+
+    def drop(self) -> None:
+        if not self.exists():
             return
-        for name in columns:
-            if name not in old.column_names:
-                old = old.append_column(name, pa.nulls(old.num_rows, type=pa.string()))
-        self._write(pa.concat_tables([old.select(columns), new]))
-        self._columns = columns
+        self._prepare_write()
+
+        def remove() -> None:
+            if os.path.islink(self.file):
+                self._rewrite([])
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.file)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.log_file)
+            self.snapshot.remove()
+            self._forget()
+
+        self._locked(remove)
+
+    def key_columns(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows():
+            seen.update(dict.fromkeys(row.values))
+        return list(seen)

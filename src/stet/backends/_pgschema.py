@@ -1,0 +1,325 @@
+"""The tables of a PostgreSQL store, and the statements stet runs on them.
+
+The schema is looked at once per connection (`Schema.inspect`, read only, so a user
+with SELECT rights can run ``stet status``) and created or brought up to date once per
+connection before the first write (`Schema.ensure`), under an advisory lock so that
+many workers starting at once do not race. A table written by stet 0.1 (whose digests
+were computed differently) is upgraded in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from stet._identity import Identity
+from stet.backends._claims import Owner
+from stet.backends._index import Index
+from stet.backends._records import OWN, Row, read_records, rows_of
+from stet.backends._sqlschema import KEY, check_columns
+
+if TYPE_CHECKING:
+    from stet.backends._postgres import PostgresBackend
+
+__all__ = ["Schema"]
+
+_ALL_OWN = (*OWN, KEY)
+_NO_FUNC = "_stet_func IS NULL"
+_BY_TEXT = "(_stet_types IS NULL OR _stet_types LIKE '%%=text%%')"
+
+
+def _lock_id(name: str) -> int:
+    """A stable 64-bit advisory lock id for a table name."""
+    return int.from_bytes(
+        hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _Sql:
+    """The statements for one table (names quoted once)."""
+
+    def __init__(self, table: str) -> None:
+        t, c, led = _q(table), _q(f"{table}_claims"), _q(f"{table}_ledger")
+        self.records, self.claims_table, self.ledger = t, c, led
+        self.lookup = f"SELECT 1 FROM {t} WHERE {KEY} = ANY(%s) LIMIT 1"
+        self.found = f"SELECT {KEY} FROM {t} WHERE {KEY} = ANY(%s)"
+        self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
+        self.drop = f"DROP TABLE IF EXISTS {t}, {led}"
+        self.count_all = f"SELECT count(*) FROM {t}"
+        self.count_func = f"SELECT count(*) FROM {t} WHERE _stet_func = %s"
+        self.functions = f"SELECT DISTINCT _stet_func FROM {t}"
+        self.kinds = (
+            f"SELECT coalesce(bool_or({_BY_TEXT}), false), coalesce(bool_or(NOT {_BY_TEXT}), "
+            f"false) FROM {t} WHERE {_NO_FUNC}"
+        )
+        cols = "run, host, place, pid, started, token, date_part('epoch', expires), gen"
+        self.claims = f"SELECT key, {cols}, expires < now() FROM {c}"
+        self.claim = f"""
+            WITH done AS (SELECT 1 FROM {t} WHERE {KEY} = ANY(%(keys)s) LIMIT 1),
+            ins AS (
+                INSERT INTO {c} AS c (key, run, host, place, pid, started, token, expires, gen)
+                SELECT %(key)s, %(run)s, %(host)s, %(place)s, %(pid)s, %(started)s, %(token)s,
+                       now() + %(lease)s * interval '1 second', 1
+                WHERE NOT EXISTS (SELECT 1 FROM done)
+                ON CONFLICT (key) DO UPDATE SET run = EXCLUDED.run, host = EXCLUDED.host,
+                    place = EXCLUDED.place, pid = EXCLUDED.pid, started = EXCLUDED.started,
+                    token = EXCLUDED.token, expires = EXCLUDED.expires,
+                    gen = CASE WHEN c.token = EXCLUDED.token THEN c.gen ELSE c.gen + 1 END
+                WHERE c.expires < now() OR c.token = EXCLUDED.token OR c.token = %(dead)s
+                RETURNING gen, date_part('epoch', expires) AS expires
+            ),
+            cur AS (SELECT {cols}, expires < now() AS expired FROM {c} WHERE key = %(key)s)
+            SELECT EXISTS (SELECT 1 FROM done), ins.gen, ins.expires, cur.*
+            FROM (SELECT 1) AS one LEFT JOIN ins ON true LEFT JOIN cur ON true
+        """
+        self.renew = f"""
+            UPDATE {c} AS c SET expires = now() + v.lease * interval '1 second'
+            FROM unnest(%s::text[], %s::text[], %s::float8[]) AS v(key, token, lease)
+            WHERE c.key = v.key AND c.token = v.token RETURNING c.key
+        """
+        self.release = f"DELETE FROM {c} WHERE key = %s AND token = %s"
+        self.note = (
+            f"INSERT INTO {led} (event, key, run, types, func, timestamp, details) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        )
+        self.events = (
+            f"SELECT event, key, run, types, func, timestamp, details FROM {led} ORDER BY id"
+        )
+        self.failures = (
+            f"SELECT count(*) FROM {led} WHERE key = %s AND event = %s AND id > "
+            f"coalesce((SELECT max(id) FROM {led} WHERE key = %s AND event = %s), 0)"
+        )
+        self.create_claims = (
+            f"CREATE TABLE IF NOT EXISTS {c} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
+            "place TEXT, pid INTEGER, started BIGINT, token TEXT, expires TIMESTAMPTZ, gen INTEGER)"
+        )
+        self.create_ledger = (
+            f"CREATE TABLE IF NOT EXISTS {led} (id BIGSERIAL PRIMARY KEY, event TEXT, key TEXT, "
+            "run TEXT, types TEXT, func TEXT, timestamp TEXT, details TEXT)"
+        )
+
+
+class Schema:
+    """What this process knows of a store's tables (per process, shared by its threads)."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.sql = _Sql(backend.table)
+        self.forget()
+
+    def forget(self) -> None:
+        """Look again on the next use (a new connection, or the tables changed)."""
+        self.columns: list[str] | None = None  # None: no records table
+        self.kinds = Index()
+        self._kinds_read = 0.0
+        self.memory: Index | None = None  # an old table this user may not upgrade
+        self.has_claims = False
+        self.has_ledger = False
+        self._looked = False
+        self._ensured = False
+
+    def _tables(self, conn: Any) -> dict[str, list[str]]:
+        table = self.backend.table
+        names = [table, f"{table}_claims", f"{table}_ledger"]
+        found: dict[str, list[str]] = {}
+        rows = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE "
+            "table_schema = current_schema() AND table_name = ANY(%s) ORDER BY ordinal_position",
+            (names,),
+        ).fetchall()
+        for name, column in rows:
+            found.setdefault(name, []).append(column)
+        return found
+
+    def inspect(self, conn: Any) -> None:
+        """Read the columns and the kinds of record (once per connection)."""
+        if self._looked:
+            return
+        table = self.backend.table
+        tables = self._tables(conn)
+        self.columns = tables.get(table)
+        self.has_claims = f"{table}_claims" in tables
+        self.has_ledger = f"{table}_ledger" in tables
+        if self.columns is not None:
+            check_columns(self.columns, _ALL_OWN, self.backend.bad)
+            if KEY not in self.columns:
+                raise self.backend.bad(f"its columns {self.columns} are not those of a stet store")
+            if "_stet_func" in self.columns:
+                self.refresh_kinds(conn, force=True)
+            else:
+                self.memory = self._memory(conn)  # written by stet 0.1; upgraded on write
+        # No table yet: look again next time (another worker may create it any moment).
+        self._looked = self.columns is not None
+
+    def refresh_kinds(self, conn: Any, force: bool = False) -> None:
+        """Read which kinds of record the table holds (at most every 5 s)."""
+        now = time.monotonic()
+        if self.columns is None or "_stet_func" not in self.columns:
+            return
+        if force or now - self._kinds_read > 5.0:
+            self._kinds_read = now
+            text, plain = conn.execute(self.sql.kinds).fetchone()
+            self.kinds.text, self.kinds.plain = bool(text), bool(plain)
+
+    def _memory(self, conn: Any) -> Index:
+        index = Index()
+        index.add_rows(row for _, row in self.select(conn))
+        return index
+
+    def ensure(self, conn: Any) -> None:
+        """Create the tables, or upgrade them, before the first write of a connection."""
+        if self._ensured:
+            return
+        self.inspect(conn)
+        old_claims = self.has_claims and "place" not in self._tables(conn).get(
+            f"{self.backend.table}_claims", ["place"]
+        )
+        if (
+            self.columns is None
+            or self.memory is not None
+            or not (self.has_claims and self.has_ledger)
+            or old_claims
+        ):
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.backend.table),))
+                self._create(conn)
+            self._looked = False
+            self.memory = None
+            self.inspect(conn)
+        self._ensured = True
+
+    def _create(self, conn: Any) -> None:
+        table = self.backend.table
+        tables = self._tables(conn)
+        columns = tables.get(table)
+        t = self.sql.records
+        if columns is None:
+            defs = [f"{_q(c)} TEXT" for c in OWN]
+            conn.execute(f"CREATE TABLE {t} ({', '.join(defs)}, {KEY} TEXT NOT NULL UNIQUE)")
+        elif "_stet_func" not in columns:
+            self._upgrade(conn, columns)
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {_q(table + '_nofunc')} ON {t} ({KEY}) WHERE {_NO_FUNC}"
+        )
+        claims = tables.get(f"{table}_claims")
+        if claims is not None and "place" not in claims:
+            conn.execute(f"DROP TABLE {self.sql.claims_table}")  # 0.1's claims: transient
+        conn.execute(self.sql.create_claims)
+        conn.execute(self.sql.create_ledger)
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {_q(table + '_ledger_key')} ON {self.sql.ledger} (key)"
+        )
+
+    def _upgrade(self, conn: Any, columns: list[str]) -> None:
+        """Add stet's new columns to a 0.1 table and recompute every key."""
+        t = self.sql.records
+        for name in OWN:
+            if name not in columns:
+                conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {_q(name)} TEXT")
+        cols = [c for c in self._tables(conn)[self.backend.table] if c != KEY]
+        rows = conn.execute(f"SELECT {', '.join(map(_q, cols))}, ctid::text FROM {t}").fetchall()
+        keys: list[str] = []
+        ids: list[str] = []
+        for cells, plan, _ in read_records([*cols, "_stet_ctid"], rows, self.backend.bad):
+            keys.append(f"{plan.digest(cells):032x}")
+            ids.append(cells[-1])
+        conn.execute(
+            f"UPDATE {t} SET {KEY} = v.k FROM unnest(%s::text[], %s::tid[]) AS v(k, id) "
+            f"WHERE {t}.ctid = v.id",
+            (keys, ids),
+        )
+
+    def widen(self, conn: Any, names: set[str]) -> None:
+        """Add key columns the table lacks (rare: once per new key parameter)."""
+        missing = sorted(n for n in names if n not in (self.columns or []))
+        if not missing:
+            return
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.backend.table),))
+            for name in missing:
+                conn.execute(
+                    f"ALTER TABLE {self.sql.records} ADD COLUMN IF NOT EXISTS {_q(name)} TEXT"
+                )
+        self.columns = [*(self.columns or []), *missing]
+
+    def note_kind(self, conn: Any, ident: Identity) -> None:
+        if ident.func is None:
+            if ident.is_text:
+                self.kinds.text = True
+            else:
+                self.kinds.plain = True
+
+    def insert(
+        self, ident: Identity, stamp: str, extra: Mapping[str, str] | None, keys: list[str]
+    ) -> tuple[str, list[Any]]:
+        """The statement recording ``ident`` unless it (or a record matching it) is there.
+
+        Args:
+            ident: the run.
+            stamp: its ``_stet_timestamp``.
+            extra: stet's other columns for it.
+            keys: every digest under which a record would make the run count as done.
+        """
+        row = Row.of(ident, stamp, extra)
+        names = [*ident.names, *(c for c in OWN if row.cell(c) is not None), KEY]
+        values: list[Any] = [*ident.texts, *(row.cell(c) for c in OWN if row.cell(c) is not None)]
+        values += [f"{ident.digest:032x}", keys]
+        query = (
+            f"INSERT INTO {self.sql.records} ({', '.join(map(_q, names))}) "
+            f"SELECT {', '.join(['%s'] * len(names))} WHERE NOT EXISTS "
+            f"(SELECT 1 FROM {self.sql.records} WHERE {KEY} = ANY(%s)) "
+            f"ON CONFLICT ({KEY}) DO NOTHING"
+        )
+        return query, values
+
+    def complete(
+        self,
+        ident: Identity,
+        owner: Owner,
+        stamp: str,
+        extra: Mapping[str, str] | None,
+        keys: list[str],
+    ) -> tuple[str, list[Any]]:
+        """One statement: record, drop the claim, note a duplicate if already recorded."""
+        insert, values = self.insert(ident, stamp, extra, keys)
+        key = f"{ident.digest:032x}"
+        details = json.dumps(dict(extra or {}), ensure_ascii=False)
+        query = f"""
+            WITH rec AS ({insert} RETURNING 1),
+            gone AS (DELETE FROM {self.sql.claims_table} WHERE key = %s AND token = %s RETURNING 1),
+            dup AS (
+                INSERT INTO {self.sql.ledger} (event, key, run, types, func, timestamp, details)
+                SELECT 'duplicate', %s, %s, %s, %s, %s,
+                    (jsonb_build_object('generation', coalesce(
+                        (SELECT gen FROM {self.sql.claims_table} WHERE key = %s), 1))
+                     || %s::jsonb)::text
+                WHERE NOT EXISTS (SELECT 1 FROM rec)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM rec), (SELECT count(*) FROM gone)
+        """
+        run = json.dumps(ident.as_dict(), ensure_ascii=False)
+        values += [key, owner.token, key, run, ident.types, ident.func, stamp, key, details]
+        return query, values
+
+    def select(self, conn: Any) -> list[tuple[str, Row]]:
+        """Every record with its key, in the order recorded (by timestamp)."""
+        self.columns = self._tables(conn).get(self.backend.table)  # others may have added some
+        if self.columns is None:
+            return []
+        cols = [c for c in self.columns if c != KEY]
+        cursor = conn.execute(
+            f"SELECT {', '.join(map(_q, cols))}, {KEY} FROM {self.sql.records} "
+            f"ORDER BY _stet_timestamp, {KEY}"
+        )
+        header = [*cols, "_stet_key_"]
+        records = list(read_records(header, cursor, self.backend.bad))
+        keys = [cells[-1] for cells, _, _ in records]
+        return list(zip(keys, rows_of(header, records), strict=True))
