@@ -25,7 +25,7 @@ def progress(message: str) -> None:
 
 
 def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
-    """Median and spread of per-call times, in microseconds."""
+    """Median, mean and spread of per-call times, in microseconds."""
     ordered = sorted(samples_ns)
     n = len(ordered)
     if not n:
@@ -41,6 +41,7 @@ def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
 
     return {
         "median_us": statistics.median(ordered) / 1000,
+        "mean_us": statistics.fmean(ordered) / 1000,
         "p10_us": at(0.10),
         "p90_us": at(0.90),
         "calls": n,
