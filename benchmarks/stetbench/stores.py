@@ -10,7 +10,9 @@ benchmark goes on without it:
   record from ``backend.add``, which creates the table, and the rest in one
   transaction with the columns ``add`` writes, digests from ``Row.digest``), so the
   files are exactly what stet writes. Its fallback calls the decorated benchmark
-  function once per record through the public API: slow, but always right.
+  function once per record through the public API: slow, but always right. The
+  fallback is taken on AttributeError, ImportError or TypeError (a renamed or re-signed
+  internal), or when the rows counted with pandas & co. are not all there.
 - `index_bytes` and `skip_parts` read ``backend._index`` and time the identity and
   lookup halves of a skip; they report None when the internals are gone (RSS growth,
   measured in `child`, is the figure the targets use).
@@ -65,8 +67,11 @@ def fill(store: str, rows: Rows, func: Callable[..., Any], check: bool = True) -
     """
     try:
         _fill_internal(store, rows)
+        found = count_rows(store)  # with the user's tools: stet has not read it yet
+        if found != rows.n:
+            raise _Unfilled(f"the fast fill wrote {found} records, not {rows.n}")
         how = "internal"
-    except (AttributeError, ImportError) as exc:
+    except (AttributeError, ImportError, TypeError, _Unfilled) as exc:
         progress(f"fast fill unavailable ({type(exc).__name__}: {exc}); public API, slowly")
         _clear(store)
         _fill_public(store, rows, func)
@@ -74,6 +79,10 @@ def fill(store: str, rows: Rows, func: Callable[..., Any], check: bool = True) -
     if check:
         check_filled(store, rows)
     return how
+
+
+class _Unfilled(Exception):
+    """The fast fill ran but the store does not hold what it should."""
 
 
 def _fill_public(store: str, rows: Rows, func: Callable[..., Any]) -> None:
@@ -274,9 +283,10 @@ def count_rows(store: str) -> int:
     if store.endswith(".json"):
         return len(json.loads(Path(store).read_text(encoding="utf-8")))
     if store.endswith((".sqlite", ".db")):
+        import contextlib
         import sqlite3
 
-        with sqlite3.connect(store) as conn:
+        with contextlib.closing(sqlite3.connect(store)) as conn:
             return int(conn.execute("SELECT count(*) FROM stet_records").fetchone()[0])
     if store.endswith(".parquet"):
         import pandas
