@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python benchmarks/run.py            # full run: 1k to 1M records (long: not on a busy box)
-    python benchmarks/run.py --quick    # smoke run: 1k and 10k records, a 100k big store
+    python benchmarks/run.py --quick    # smoke run: 1k, 10k and 100k records, fewer samples
     python benchmarks/run.py --quick --postgres postgresql://user@host:5432/db
     python benchmarks/run.py --markdown # also print the table of the performance page
 

@@ -24,7 +24,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="1k and 10k records, a 100k big store, fewer samples and workers (smoke run)",
+        help="1k, 10k and 100k records, fewer samples, keys and workers (smoke run)",
     )
     p.add_argument(
         "--out",

@@ -31,7 +31,7 @@ from stetbench import child
 from stetbench.floor import RecordFloor, SkipFloor
 from stetbench.plan import CALLS, FUNCS, NAMES_F, SEEDS, STYLES, Plan, new_point, point
 from stetbench.stores import count_rows, skip_parts
-from stetbench.timing import alternate, chunked, ratio, time_calls
+from stetbench.timing import alternate, chunked, round_ratio, time_calls
 
 AMORTISED_START = 10**6  # new runs of the amortised child; in-process records use 0..
 
@@ -59,8 +59,8 @@ class Floors:
 def _compare(
     sides: dict[str, Any], points: list[tuple[Any, ...]], plan: Plan, keyword: bool
 ) -> dict[str, Any]:
-    result: dict[str, Any] = alternate(sides, chunked(points, plan.rounds), keyword)
-    result["ratio"] = ratio(result["stet"]["median_us"], result["floor"]["median_us"])
+    result = alternate(sides, chunked(points, plan.rounds), keyword)
+    result["ratio"] = round_ratio(result)
     return result
 
 

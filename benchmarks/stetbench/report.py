@@ -79,7 +79,7 @@ def skip_table(results: dict[str, Any]) -> str:
         parts.append(f"{LABELS[ext]} {num(top.get('identity_us'))} + {num(top.get('lookup_us'))}")
     return (
         table(
-            "Skip path: median us per call on recorded keys (ratio to the floor)",
+            "Skip path: median us per call on recorded keys (ratio to the floor, per round)",
             ["store, call", *[f"{s:,}" for s in sizes]],
             rows,
         )
@@ -111,7 +111,7 @@ def record_table(results: dict[str, Any]) -> str:
                 )
             rows.append([f"{LABELS[ext]}, new process incl. exit", *cells])
     return table(
-        "Record path: median us per call on new keys (ratio to the record floor); "
+        "Record path: median us per call on new keys (ratio to the record floor, per round); "
         "new process: (exit - loop start) / records",
         ["store", *[f"{s:,}" for s in sizes]],
         rows,

@@ -33,9 +33,12 @@ class Figure:
     on_ratio: bool = False
     note: str = ""
     ok: bool | None = None  # a check that is not a number (complete file, no duplicates)
+    measured_ratio: float | None = None  # the median of per-round ratios, when timed so
 
     @property
     def ratio(self) -> float | None:
+        if self.measured_ratio is not None:
+            return self.measured_ratio
         if self.value is None or not self.floor:
             return None
         return self.value / self.floor
@@ -105,6 +108,7 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                     floor=s["floor"]["median_us"],
                     limit=limit,
                     on_ratio=True,
+                    measured_ratio=s["ratio"],
                 )
             if len(sizes) > 1 and limit:
                 yield Figure(
@@ -128,6 +132,7 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                 "us",
                 floor=r["floor"]["median_us"],
                 limit=limit,
+                measured_ratio=r["ratio"],
             )
         if len(sizes) > 1 and limit:
             first, last = (block[s]["record"]["stet"]["median_us"] for s in (sizes[0], sizes[-1]))
@@ -145,12 +150,15 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
         limit = t.parquet_amortised_us if ext == "parquet" else None
         for size in sizes:
             a = block[size]["amortised"]
+            # The record floor does not depend on the store: the one measured with CSV.
+            floor = stores.get("csv", {}).get(size, {}).get("record", {}).get("floor", {})
             yield Figure(
                 "records in a new process, incl. exit",
                 LABELS[ext],
                 f"{int(size):,}",
                 a["per_record_us"],
                 "us",
+                floor=floor.get("median_us"),
                 limit=limit,
                 note=f"{a['recorded']} records; read back "
                 f"{a['rows_read_back']:,}/{a['rows_expected']:,} rows",

@@ -4,7 +4,8 @@ Each call is timed on its own with ``perf_counter_ns`` (the clock's ~50 ns cost 
 every sample, the floor's too) with the garbage collector paused, and reported as a
 median with the 10th and 90th percentiles. stet and its floor are timed in alternating
 rounds over the same keys, switching which goes first, so that a burst of other work on
-this shared machine lands on both sides and the ratio stays meaningful.
+this shared machine lands on both sides; the ratio is the median of the per-round
+ratios (`round_ratio`).
 """
 
 from __future__ import annotations
@@ -81,25 +82,35 @@ def alternate(
     sides: dict[str, Callable[..., Any]],
     chunks: Sequence[Sequence[Point]],
     keyword: bool = False,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Any]:
     """Time every side on each chunk in turn, alternating which side goes first.
 
     Returns:
-        side name to its `summary_us` over all chunks.
+        side name to its `summary_us` over all chunks, plus ``"round_medians_us"``:
+        side name to its median in each round (for `round_ratio`).
     """
     samples: dict[str, list[int]] = {name: [] for name in sides}
+    rounds: dict[str, list[float]] = {name: [] for name in sides}
     names = list(sides)
     for i, chunk in enumerate(chunks):
         for name in names if i % 2 == 0 else names[::-1]:
-            samples[name] += time_calls(sides[name], chunk, keyword)
-    return {name: summary_us(s) for name, s in samples.items()}
+            times = time_calls(sides[name], chunk, keyword)
+            samples[name] += times
+            rounds[name].append(statistics.median(times) / 1000)
+    out: dict[str, Any] = {name: summary_us(s) for name, s in samples.items()}
+    out["round_medians_us"] = rounds
+    return out
 
 
-def ratio(value: float | None, floor: float | None) -> float | None:
-    """``value / floor``, or None when either is missing."""
-    if value is None or floor is None or floor <= 0:
-        return None
-    return value / floor
+def round_ratio(result: dict[str, Any], side: str = "stet", floor: str = "floor") -> float | None:
+    """The median over rounds of ``side``'s median / ``floor``'s median in that round.
+
+    A burst of other work that lasts a round inflates both sides of that round's ratio,
+    and the median over rounds drops the rounds it distorted anyway.
+    """
+    pairs = zip(result["round_medians_us"][side], result["round_medians_us"][floor], strict=True)
+    ratios = [s / f for s, f in pairs if f > 0]
+    return statistics.median(ratios) if ratios else None
 
 
 def chunked(points: Sequence[Point], rounds: int) -> list[Sequence[Point]]:
