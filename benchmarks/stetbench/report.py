@@ -222,7 +222,7 @@ def claims_table(results: dict[str, Any]) -> str:
     keys = next(iter(claims["throughput"].values()))[0]["keys"]
     out = table(
         f"Claims: claimed runs per second, {keys} no-op runs, N workers walking the same keys",
-        ["store", *[f"{n} workers" for n in counts]],
+        ["store", *[f"{n} worker{'s' if n > 1 else ''}" for n in counts]],
         rows,
     )
     grid = [
