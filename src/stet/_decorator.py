@@ -1,29 +1,22 @@
 """The ``@stet.once`` decorator: skip a call whose run completed, record it otherwise.
 
-The pieces live in their own modules: `stet._binding` (arguments to the run),
-`stet._messages` (what is printed), `stet._claiming` (recording, claims, failures) and
-`stet._grid` (``pending``). This module wires them into the decorated function.
+This module is the public entry: `once` and the `OnceFunction` protocol. The pieces
+live in their own modules: `stet._binding` (arguments to the run), `stet._runner`
+(what one call does), `stet._claiming` (recording, claims, failures),
+`stet._messages` (what is printed), `stet._grid` (``pending``) and `stet._wrapper`
+(the decorated function object).
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import importlib
-import inspect
 import os
-import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from stet._binding import Binder
-from stet._claiming import Call, extra_of
 from stet._grid import Pending
-from stet._identity import check_func_name
-from stet._messages import Reporter, describe_short
-from stet.backends import BaseBackend, is_url, open_store
-from stet.backends._claims import Outcome, Owner
-from stet.backends._ledger import reset_event
+from stet._runner import Runner
+from stet._wrapper import wrap
+from stet.backends import is_url, open_store
 
 __all__ = ["DEFAULT_LEASE", "DEFAULT_STORE", "OnceFunction", "once"]
 
@@ -82,242 +75,6 @@ class OnceFunction(Protocol[P, R_co]):
     def pending(self, grid: Any) -> Pending:
         """The points of ``grid`` whose run has not completed (``len()`` works)."""
         ...
-
-
-class _Runner:
-    """What ``once`` knows about one decorated function.
-
-    It pickles as its configuration; the store is opened again in the process that
-    unpickles it.
-    """
-
-    def __init__(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
-        self.options = options
-        self.func = func
-        lease = float(options["lease"])
-        if not lease > 0:
-            raise ValueError(f"stet: lease must be a positive number of seconds, got {lease!r}")
-        attempts = options["max_attempts"]
-        if attempts is not None and (not isinstance(attempts, int) or attempts < 1):
-            raise ValueError(f"stet: max_attempts must be a positive int, got {attempts!r}")
-        self.lease = lease
-        self.claim = bool(options["claim"])
-        self.max_attempts: int | None = attempts
-        self.store: str = options["store"]
-        qualname = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
-        default_name = qualname.rsplit("<locals>.", 1)[-1]  # "Model.fit", not "main.<locals>..."
-        self.name = check_func_name(options["name"] or default_name)
-        # Kept with the configuration: a copy unpickled elsewhere records the same name.
-        self.options = {**options, "name": self.name}
-        self.binder = Binder(func, self.name, options["key"], options["ignore"])
-        self.meta = extra_of(options["meta"])
-        self.reporter = Reporter(self.name, options["quiet"])
-        self._backend: BaseBackend | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"func": self.func, "options": self.options}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["func"], state["options"])  # type: ignore[misc]
-
-    @property
-    def backend(self) -> BaseBackend:
-        if self._backend is None:
-            self._backend = open_store(self.store)
-        return self._backend
-
-    def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
-        """Decide whether a call runs: None to skip it, else the run to wrap it in."""
-        ident = self.binder.identity(args, kwargs)
-        backend = self.backend
-        reporter = self.reporter
-        if not reporter.announced:
-            reporter.first_call(backend.location, backend.count(self.name))
-        if backend.contains(ident):
-            reporter.skipped(describe_short(ident))
-            return None
-        attempt = 1
-        if self.max_attempts is not None:
-            failures = backend.failures(ident)
-            if failures >= self.max_attempts:
-                reporter.skipped(
-                    describe_short(ident),
-                    why=f"it failed {failures} times (max_attempts={self.max_attempts}); "
-                    f"{self.name}.reset(...) lets it run again",
-                )
-                return None
-            attempt = failures + 1
-        backend.check_writable()  # before the body: an unwritable store costs no run
-        if not self.claim:
-            return Call(backend, ident, None, self.lease, self.meta, reporter, attempt)
-        owner = Owner.new()
-        outcome, current = backend.claim(ident, owner, self.lease)
-        if outcome is Outcome.DONE:
-            reporter.skipped(describe_short(ident))
-            return None
-        if outcome is Outcome.BUSY:
-            reporter.skipped(describe_short(ident), busy=current)
-            return None
-        return Call(backend, ident, owner, self.lease, self.meta, reporter, attempt)
-
-    def reset(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        ident = self.binder.identity(args, kwargs)
-        backend = self.backend
-        targets = {ident.digest, ident.plain, ident.legacy}
-        removed = backend.discard(lambda row: row.digest() in targets)
-        try:
-            if backend.failures(ident):
-                backend.note(reset_event(ident))
-        except NotImplementedError:
-            pass
-        return bool(removed)
-
-    def pending(self, grid: Any) -> Pending:
-        busy = self.backend.busy() if self.claim else None
-        return Pending(self.binder, self.backend, grid, busy)
-
-    def describe(self) -> str:
-        backend = self.backend
-        try:
-            done = f"{backend.count(self.name) or 0:,} completed"
-        except Exception:
-            done = "store unreadable"
-        return (
-            f"<stet.once {self.name}({', '.join(self.binder.key)}) store={backend.location} {done}>"
-        )
-
-
-def _resolve(module: str, qualname: str) -> Any:
-    """``module.qualname``, or None where that name does not lead anywhere."""
-    found: Any = sys.modules.get(module)
-    for part in qualname.split("."):
-        found = getattr(found, part, None)
-    return found
-
-
-class _Once:
-    """The decorated function: calls the original unless its run completed."""
-
-    __wrapped__: Callable[..., Any]
-    __name__: str
-    __qualname__: str
-
-    def __init__(self, runner: _Runner) -> None:
-        self._stet_runner = runner
-        functools.update_wrapper(self, runner.func)
-        self.store = runner.store
-        self.key = runner.binder.key
-        self.name = runner.name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call = self._stet_runner.begin(args, kwargs)
-        if call is None:
-            return None
-        try:
-            result = self.__wrapped__(*args, **kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        call.succeeded()
-        return result
-
-    def __get__(self, instance: object, owner: type | None = None) -> Any:
-        if instance is None:
-            return self
-        return _Bound(self, instance)
-
-    def __repr__(self) -> str:
-        return self._stet_runner.describe()
-
-    def __reduce__(self) -> Any:
-        runner = self._stet_runner
-        module, qualname = self.__module__, self.__qualname__
-        if _resolve(module, qualname) is self:
-            if module != "__main__":
-                return (_by_reference, (module, qualname))
-            # A script's function: pickle (multiprocessing) takes the undecorated function
-            # by name, and its name now leads to this wrapper. Naming it after the
-            # wrapper's __wrapped__ lets pickle find it; cloudpickle (notebooks, Dask,
-            # loky, Ray) copies a __main__ function by value and ignores the name.
-            runner.func.__qualname__ = f"{qualname}.__wrapped__"
-        return (_rebuild, (runner,))
-
-    def has(self, *args: Any, **kwargs: Any) -> bool:
-        runner = self._stet_runner
-        return runner.backend.contains(runner.binder.identity(args, kwargs))
-
-    is_done = has
-
-    def reset(self, *args: Any, **kwargs: Any) -> bool:
-        return self._stet_runner.reset(args, kwargs)
-
-    def pending(self, grid: Any) -> Pending:
-        return self._stet_runner.pending(grid)
-
-
-class _OnceAsync(_Once):
-    """The decorated ``async def``: the run is recorded when the coroutine completes."""
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        call = self._stet_runner.begin(args, kwargs)
-        if call is None:
-            return None
-        try:
-            result = await self.__wrapped__(*args, **kwargs)
-        except BaseException as exc:
-            call.failed(exc)
-            raise
-        call.succeeded()
-        return result
-
-
-class _Bound:
-    """A decorated method bound to an instance (``obj.method``)."""
-
-    def __init__(self, once: _Once, instance: object) -> None:
-        self._once = once
-        self._instance = instance
-        self.__wrapped__ = once.__wrapped__
-        self.__name__ = once.__name__
-        self.__qualname__ = once.__qualname__
-        self.__doc__ = once.__doc__
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._once(self._instance, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._once, name)
-
-    def __repr__(self) -> str:
-        return f"<bound {self._once!r} of {self._instance!r}>"
-
-    def has(self, *args: Any, **kwargs: Any) -> bool:
-        return self._once.has(self._instance, *args, **kwargs)
-
-    is_done = has
-
-    def reset(self, *args: Any, **kwargs: Any) -> bool:
-        return self._once.reset(self._instance, *args, **kwargs)
-
-
-def _by_reference(module: str, qualname: str) -> Any:
-    importlib.import_module(module)
-    return _resolve(module, qualname)
-
-
-def _rebuild(runner: _Runner) -> _Once:
-    return _wrap(runner)
-
-
-def _wrap(runner: _Runner) -> _Once:
-    if inspect.iscoroutinefunction(runner.func):
-        wrapper: _Once = _OnceAsync(runner)
-        if hasattr(inspect, "markcoroutinefunction"):
-            inspect.markcoroutinefunction(wrapper)
-        else:  # Python 3.11: asyncio.iscoroutinefunction looks for this marker
-            wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
-        return wrapper
-    return _Once(runner)
 
 
 class _Decorator(Protocol):
@@ -458,7 +215,7 @@ def once(
     }
 
     def decorate(f: Callable[..., Any]) -> Any:
-        return _wrap(_Runner(f, options))
+        return wrap(Runner(f, options))
 
     if func is not None:
         return decorate(func)

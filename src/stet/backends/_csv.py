@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._fileformat import Parsed
+from stet.backends._filestore import FileBackend
 from stet.backends._records import OWN, TIMESTAMP, Row, read_records
 
 __all__ = ["CsvBackend", "check_header"]

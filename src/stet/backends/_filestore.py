@@ -19,58 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from stet._errors import StoreError, StoreWarning
+from stet._errors import StoreError
 from stet._identity import Identity
-from stet.backends._atomic import BINARY, atomic_write, disk_error, real_path, write_all
+from stet.backends._atomic import BINARY, atomic_write, disk_error, write_all
 from stet.backends._base import BaseBackend, Lookup
 from stet.backends._fileclaims import FileClaims
+from stet.backends._fileformat import FileFormat, Parsed, Reread
+from stet.backends._filewrite import check_writable, repair_torn
 from stet.backends._index import SNAPSHOT_MIN, Index, Snapshot
 from stet.backends._locking import StoreLock
-from stet.backends._records import OWN, Record, Row, rows_of, utc_now
+from stet.backends._records import OWN, Row, rows_of, utc_now
 
 __all__ = ["FileBackend", "Parsed", "Reread"]
 
 _GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
 
 
-@dataclass
-class Parsed:
-    """What a format's parser found in a file, or in the bytes appended to it.
-
-    Attributes:
-        header: the column names the records' cells follow.
-        records: the validated records (iterate once; may be a generator).
-        end: absolute offset where complete records end; reading resumes here.
-        torn: whether bytes after ``end`` (other than the format's closing text) hold
-            an incomplete record.
-        state: what the format needs to go on reading and appending (its columns...).
-        lines: the line each record starts on, where the format knows it.
-    """
-
-    header: list[str]
-    records: Iterable[Record]
-    end: int
-    torn: bool = False
-    state: dict[str, Any] = field(default_factory=dict)
-    lines: list[int] | None = None
-
-
-class Reread(Exception):
-    """Raised by a format whose appended bytes cannot be read on their own."""
-
-
-class FileBackend(BaseBackend):
+class FileBackend(FileFormat, BaseBackend):
     """Base class of the file stores; a format implements the byte-level methods."""
-
-    format_name = "file"
-    #: Whether records need the format's columns declared up front (a CSV header), so
-    #: a record with a new column means rewriting the file.
-    fixed_columns = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
@@ -245,40 +214,7 @@ class FileBackend(BaseBackend):
         return self.claims.failures(f"{ident.digest:032x}")
 
     def check_writable(self) -> None:
-        self._ensure_process()
-        if self._writable_checked:
-            return
-        target = real_path(self.file)
-        for path in dict.fromkeys((target, real_path(self.log_file))):
-            try:
-                st = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            if not st.st_mode & 0o222 or not os.access(path, os.W_OK):
-                raise StoreError(
-                    f"stet: {self.file} is read-only, so stet cannot record runs in it. Make "
-                    "it writable (chmod u+w) to go on recording, or choose another store."
-                )
-        directory = os.path.dirname(target) or "."
-        existing = directory
-        while not os.path.isdir(existing):
-            parent = os.path.dirname(existing)
-            if parent == existing:
-                break
-            existing = parent
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise StoreError(
-                f"stet: cannot record runs in {self.file}: the directory {existing} is not "
-                "writable (stet needs it for the lock file and for rewriting the store). "
-                "Make it writable, or choose a store in a writable directory."
-            )
-        if existing == directory and not self.lock.writable():
-            raise StoreError(
-                f"stet: cannot record runs in {self.file}: the lock file {self.lock.path} "
-                "cannot be opened for writing. Make it writable for everyone who records "
-                "into this store (it holds no data), or delete it."
-            )
-        self._writable_checked = True
+        check_writable(self)
 
     def _prepare_write(self) -> None:
         """Before writing: refuse a read-only store, create the store's directory."""
@@ -315,7 +251,7 @@ class FileBackend(BaseBackend):
         stamp = utc_now()
         rows = [Row.of(ident, stamp, extra) for ident in new]
         if self._torn:
-            self._repair_torn()  # first: neither an append nor a rewrite may lose it
+            repair_torn(self)  # first: neither an append nor a rewrite may lose it
         if self._needs_new_file():
             self._rewrite(rows)  # indexes the rows it writes
         elif self._needs_rewrite(rows):
@@ -371,53 +307,6 @@ class FileBackend(BaseBackend):
             self._writer_ino = os.fstat(self._writer).st_ino
         return self._writer
 
-    def _repair_torn(self) -> None:
-        """Move an interrupted append out of the way before appending after it.
-
-        The cut bytes are kept in ``<store>.stet-torn`` and a warning names it. A tail
-        that does not look like stet's own interrupted append is not touched: StoreError.
-        """
-        data = self._read(self._end)
-        closing = self._closing(self._state)
-        tail = data[: len(data) - len(closing)] if closing and data.endswith(closing) else data
-        if not self._interrupted(tail, self._state):
-            raise self.bad(
-                f"it ends in {len(data)} bytes after line {self._line_count()} that are not "
-                "a complete record (edited by hand, or written by another tool?). Complete "
-                "or delete them"
-            )
-        side = self.log_file + ".stet-torn"
-        note = f"# {utc_now()}: {len(tail)} bytes cut from the end of {self.file}\n"
-        try:
-            fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND | BINARY, 0o666)
-            try:
-                write_all(fd, note.encode() + tail + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise disk_error(side, exc, "The store was not changed.") from None
-        fd = self._writer_fd()
-        try:
-            os.ftruncate(fd, self._end)
-            if closing:
-                write_all(fd, closing, self._end)
-            st = os.fstat(fd)
-        except OSError as exc:
-            raise disk_error(self.file, exc, "Nothing was recorded.") from None
-        self._sig = (st.st_ino, st.st_size, st.st_mtime_ns)
-        self._torn = False
-        warnings.warn(
-            f"stet: {self.file} ended in an incomplete record (a write cut by a crash); "
-            f"its {len(tail)} bytes were moved to {side}",
-            StoreWarning,
-            stacklevel=2,
-        )
-
-    def _line_count(self) -> int:
-        with open(self.log_file, "rb") as fh:
-            return fh.read(self._end).count(b"\n")
-
     def _all_rows(self) -> list[Row]:
         """Every record, read now from the file. Caller holds the lock."""
         data = self._read(0)
@@ -470,7 +359,7 @@ class FileBackend(BaseBackend):
         def remove() -> list[Row]:
             self._refresh()
             if self._torn:
-                self._repair_torn()
+                repair_torn(self)
             keep: list[Row] = []
             removed: list[Row] = []
             for row in self._all_rows():
@@ -542,36 +431,3 @@ class FileBackend(BaseBackend):
 
     def events(self) -> list[Any]:
         return self.claims.events()
-
-    # -- what each format implements --------------------------------------------
-
-    def _parse(self, data: bytes, start: int, state: dict[str, Any]) -> Parsed:
-        """Parse ``data``, the file's bytes from offset ``start`` on.
-
-        With ``start == 0`` it is the whole file (header included); otherwise it follows
-        complete records, and ``state`` is what the earlier parse returned.
-        """
-        raise NotImplementedError
-
-    def _encode(self, rows: list[Row], state: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        """The bytes of a whole file holding ``rows``, and its state."""
-        raise NotImplementedError
-
-    def _append_bytes(
-        self, rows: list[Row], end: int, state: dict[str, Any]
-    ) -> tuple[bytes, int, int, dict[str, Any]]:
-        """Bytes adding ``rows``: ``(data, offset to write at, new end of records, state)``."""
-        raise NotImplementedError
-
-    def _closing(self, state: dict[str, Any]) -> bytes:
-        """Text the format keeps after the last record (the closing bracket of JSON)."""
-        return b""
-
-    def _interrupted(self, tail: bytes, state: dict[str, Any]) -> bool:
-        """Whether ``tail`` (bytes after the last complete record) is a cut append of stet's."""
-        return False
-
-
-def iter_rows(parsed: Parsed) -> Iterator[Row]:
-    """The rows of a parse."""
-    return rows_of(parsed.header, parsed.records, parsed.lines)

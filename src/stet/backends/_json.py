@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from stet._identity import parse_types
-from stet.backends._filestore import FileBackend, Parsed, Reread
+from stet.backends._fileformat import Parsed, Reread
+from stet.backends._filestore import FileBackend
 from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, CellPlan, Record, Row
 
 __all__ = ["JsonBackend", "object_records", "object_text"]

@@ -31,7 +31,9 @@ from typing import Any
 
 from stet._errors import StoreError
 from stet.backends._atomic import atomic_write
-from stet.backends._filestore import FileBackend, Parsed
+from stet.backends._fileformat import Parsed
+from stet.backends._filestore import FileBackend
+from stet.backends._filewrite import repair_torn
 from stet.backends._json import object_records, object_text
 from stet.backends._records import (
     FUNC,
@@ -305,7 +307,7 @@ class ParquetBackend(FileBackend):
         """Move the journal's records into the Parquet file. Caller holds the lock."""
         pa, _ = _pyarrow()
         if self._torn:
-            self._repair_torn()
+            repair_torn(self)
         base_data = self._read_file(self.file)
         journal = self._read_file(self.log_file)
         folded = 0

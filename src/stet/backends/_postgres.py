@@ -16,15 +16,10 @@ whose body finished is recorded once the server is back.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import threading
-import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from types import ModuleType
 from typing import Any, TypeVar
 
 from stet._errors import StoreError
@@ -33,7 +28,7 @@ from stet.backends._base import BaseBackend, Lookup
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
 from stet.backends._ledger import FAILURE, RESET, Event
-from stet.backends._locking import forks
+from stet.backends._pgconnect import psycopg_module, run
 from stet.backends._pgschema import Schema
 from stet.backends._pgurl import parse_url
 from stet.backends._records import describe, utc_now
@@ -41,30 +36,6 @@ from stet.backends._records import describe, utc_now
 __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
-
-# Connections inherited across a fork are never closed in the child: closing would
-# send the server a goodbye on the parent's socket.
-_abandoned: list[Any] = []
-
-
-def psycopg_module() -> ModuleType:
-    """psycopg, or an ImportError saying how to install it."""
-    try:
-        import psycopg
-    except ImportError:
-        raise ImportError(
-            "stet: the PostgreSQL store needs psycopg 3. Install it with: "
-            'pip install "stet[postgres]"'
-        ) from None
-    return psycopg
-
-
-def _seconds(name: str, default: float) -> float:
-    text = os.environ.get(name, "")
-    try:
-        return float(text) if text else default
-    except ValueError:
-        raise ValueError(f"stet: {name}={text!r} is not a number of seconds") from None
 
 
 class _Local(threading.local):
@@ -110,109 +81,9 @@ class PostgresBackend(BaseBackend):
             f"{self.url.scrub(problem)}. stet has not modified it."
         )
 
-    # -- connections and retries -----------------------------------------------------
-
-    def _connect(self) -> Any:
-        psycopg = psycopg_module()
-        timeout = max(1, math.ceil(_seconds("STET_CONNECT_TIMEOUT", 10)))
-        statement_ms = int(_seconds("STET_STATEMENT_TIMEOUT", 60) * 1000)
-        options = (
-            f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
-            f"-c idle_in_transaction_session_timeout={statement_ms}"
-        )
-        params = {
-            "keepalives": "1",
-            "keepalives_idle": "30",
-            "keepalives_interval": "10",
-            "keepalives_count": "3",
-            "application_name": "stet",
-            "options": options,
-            **self.url.params,
-        }
-        return psycopg.connect(autocommit=True, connect_timeout=timeout, **params)
-
-    def _conn(self) -> Any:
-        self._ensure_process()
-        local = self._local
-        if local.conn is not None and local.forks == forks() and not local.conn.closed:
-            return local.conn
-        if local.conn is not None and local.forks != forks():
-            _abandoned.append(local.conn)
-        local.conn = None
-        local.forks = forks()
-        local.conn = self._connect()
-        self._reached = True
-        return local.conn
-
-    def _drop_conn(self) -> None:
-        local = self._local
-        with contextlib.suppress(Exception):
-            if local.conn is not None and local.forks == forks():
-                local.conn.close()
-        local.conn = None
-
     def _run(self, op: Callable[[Any], T], write: bool = False) -> T:
-        """Run ``op(conn)``, retrying what a restart or a dropped connection interrupted."""
-        psycopg = psycopg_module()
-        deadline: float | None = None
-        pause = 0.05
-        warned = False
-        while True:
-            try:
-                conn = self._conn()
-                if write:
-                    self.schema.ensure(conn)
-                else:
-                    self.schema.inspect(conn)
-                return op(conn)
-            except psycopg.OperationalError as exc:
-                self._drop_conn()
-                self.schema.forget()
-                if not self._transient(exc):
-                    raise self._error(exc) from None
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + _seconds("STET_RETRY_TIMEOUT", 300)
-                if now > deadline:
-                    raise self._error(exc, " (gave up retrying; STET_RETRY_TIMEOUT)") from None
-                if not warned:
-                    warned = True
-                    warnings.warn(
-                        f"stet: {self.location}: {self.url.scrub(_first_line(exc))}; "
-                        "retrying until it is back",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 5.0)
-            except psycopg.Error as exc:
-                raise self._error(exc) from None
-
-    def _transient(self, exc: Exception) -> bool:
-        """Whether ``exc`` may pass if the operation is repeated."""
-        state = getattr(exc, "sqlstate", None) or ""
-        text = str(exc)
-        if state in ("53300", "57P03") or "too many" in text or "starting up" in text:
-            return True  # the server is there, but cannot take us yet
-        return self._reached  # a server reached before: it is restarting or the link broke
-
-    def _error(self, exc: Exception, note: str = "") -> StoreError:
-        psycopg = psycopg_module()
-        text = self.url.scrub(_first_line(exc))
-        if isinstance(exc, psycopg.ProgrammingError) and "connection option" in text:
-            return StoreError(
-                f"stet: the store URL {self.url.shown} has a parameter PostgreSQL does not "
-                f"know ({text}). Parameters are libpq's (sslmode, connect_timeout, ...) and "
-                "stet's table=name, all lower case."
-            )
-        if isinstance(exc, psycopg.OperationalError):
-            return StoreError(f"stet: cannot reach PostgreSQL at {self.url.shown}: {text}{note}")
-        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            return StoreError(
-                f"stet: PostgreSQL at {self.url.shown} refused access to table {self.table}: "
-                f"{text}. Ask for the privileges, or use a table of your own (?table=...)."
-            )
-        return self.bad(text)
+        """Run ``op(conn)``; see `stet.backends._pgconnect.run`."""
+        return run(self, op, write)
 
     # -- BaseBackend interface ---------------------------------------------------
 
@@ -452,8 +323,3 @@ def _claim(key: str, row: Sequence[Any]) -> Claim | None:
         return None
     owner = Owner(host, place or "", int(pid), int(started or 0), token)
     return Claim(key, run, owner, float(expires), int(gen or 1), expired=bool(expired))
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

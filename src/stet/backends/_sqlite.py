@@ -10,32 +10,31 @@ IMMEDIATE``), so a read-then-write never fails halfway.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from stet._errors import StoreError, StoreLockTimeout
+from stet._errors import StoreError
 from stet._identity import Identity
+from stet.backends import _sqliteclaims as claims
 from stet.backends._atomic import real_path
 from stet.backends._base import BaseBackend, Lookup
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
-from stet.backends._ledger import FAILURE, RESET, Event, duplicate_event
-from stet.backends._locking import forks, lock_timeout
-from stet.backends._records import OWN, Row, describe, read_records, rows_of, utc_now
+from stet.backends._ledger import Event
+from stet.backends._locking import forks
+from stet.backends._records import OWN, Row, read_records, rows_of, utc_now
+from stet.backends._sqliteclaims import CLAIMS, LEDGER
+from stet.backends._sqliteopen import can_write, explain, open_database
 from stet.backends._sqlschema import KEY, check_columns, keys_to_index, quote
 
 __all__ = ["SqliteBackend"]
 
 T = TypeVar("T")
 TABLE = "stet_records"
-CLAIMS = "stet_claims"  # runs in progress, kept apart from completed records
-LEDGER = "stet_ledger"  # failures and duplicate executions
 META = "stet_meta"  # which kinds of record the table holds
 _STET_TABLES = (TABLE, CLAIMS, LEDGER, META)
 _ALL_OWN = (*OWN, KEY)
@@ -89,110 +88,8 @@ class SqliteBackend(BaseBackend):
             _abandoned.append(local.conn)
         local.conn = None
         local.forks = forks()
-        local.conn = self._open()
+        local.conn = open_database(self)
         return local.conn
-
-    def _explain(self, exc: sqlite3.Error) -> StoreError:
-        """Turn SQLite's terse errors into errors naming the database."""
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            return StoreLockTimeout(
-                f"stet: {self.file} stayed locked by another process for "
-                f"{lock_timeout():g} s; raise STET_LOCK_TIMEOUT (seconds) or wait for it"
-            )
-        if "readonly" in text or "read-only" in text:
-            return StoreError(
-                f"stet: {self.file} is read-only, so stet cannot record runs in it. Make "
-                "it (and its directory) writable, or choose another store."
-            )
-        if "full" in text or "disk I/O" in text:
-            return StoreError(
-                f"stet: could not write {self.file}: {text}. The run was not recorded; "
-                "free some space and run again."
-            )
-        return self.bad(text)
-
-    def _connect(self, uri: str) -> sqlite3.Connection:
-        return sqlite3.connect(
-            uri, uri=True, timeout=lock_timeout(), isolation_level=None, check_same_thread=False
-        )
-
-    def _open(self) -> sqlite3.Connection:
-        if os.path.isdir(self.file):
-            raise self.bad("it is a directory")
-        target = real_path(self.file)
-        writable = self._can_write(target)
-        conn: sqlite3.Connection | None = None
-        try:
-            if writable:
-                directory = os.path.dirname(target)
-                if directory:
-                    os.makedirs(directory, exist_ok=True)
-                conn = self._connect(f"file:{_uri_path(target)}")
-                # Look before touching anything: a database stet does not understand
-                # must keep every byte, and switching the journal mode writes.
-                self._columns = self._read_columns(conn)
-                self._wal(conn)
-                # WAL with synchronous=NORMAL: a commit survives a crash of the process;
-                # only a power loss may undo the last commits, never corrupt the file.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                if self._columns:
-                    self._upgrade(conn)
-            else:
-                conn = self._open_readonly(target)
-                self._columns = self._read_columns(conn)
-            self._read_kinds(conn)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()  # else Windows keeps the rejected file locked
-            raise self._explain(exc) from None
-        except BaseException:
-            if conn is not None:
-                conn.close()
-            raise
-        return conn
-
-    def _can_write(self, target: str) -> bool:
-        if os.path.exists(target):
-            st = os.stat(target)
-            ok = bool(st.st_mode & 0o222) and os.access(target, os.W_OK)
-            ok = ok and os.access(os.path.dirname(target) or ".", os.W_OK)
-        else:
-            ok = True
-        self._readonly = not ok
-        return ok
-
-    def _open_readonly(self, target: str) -> sqlite3.Connection:
-        """Open for reading a database this process may not write (or on a full disk).
-
-        WAL needs its ``-shm`` file; where it cannot be created, ``immutable=1`` reads
-        the database file as it is (nobody can be writing to a read-only place).
-        """
-        path = _uri_path(target)
-        try:
-            conn = self._connect(f"file:{path}?mode=ro")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.OperationalError:
-            return self._connect(f"file:{path}?immutable=1")
-
-    def _wal(self, conn: sqlite3.Connection) -> None:
-        """Switch to WAL mode, waiting out processes creating the database at once.
-
-        Changing the journal mode needs an exclusive lock and SQLite does not wait for
-        it (no busy handler), so retry until the lock timeout.
-        """
-        deadline = time.monotonic() + lock_timeout()
-        delay = 0.005
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -219,39 +116,6 @@ class SqliteBackend(BaseBackend):
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
         ).fetchone()
         return found is not None
-
-    def _upgrade(self, conn: sqlite3.Connection) -> None:
-        """Bring a table of stet 0.0.x or 0.1 up to date; fill keys other tools left NULL.
-
-        stet 0.1 computed ``_stet_key`` differently and had no ``_stet_func``: such a
-        table gets the new columns and every key recomputed, once, in one transaction.
-        """
-        old = any(c not in self._columns for c in _ALL_OWN)
-        if not old:
-            missing = conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone()
-            if missing is None:
-                return
-        self._in_write(conn, lambda: self._rekey(conn, everything=old))
-
-    def _rekey(self, conn: sqlite3.Connection, everything: bool) -> None:
-        self._columns = self._read_columns(conn)
-        for name in _ALL_OWN:
-            if name not in self._columns:
-                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
-        self._columns = self._read_columns(conn)
-        cols = [c for c in self._columns if c != KEY]
-        where = "" if everything else f" WHERE {KEY} IS NULL"
-        found = conn.execute(
-            f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE}{where}"
-        ).fetchall()
-        updates: list[tuple[str, Any]] = []
-        kinds = Index()
-        for cells, plan, _ in read_records([*cols, "_stet_rowid"], found, self.bad):
-            updates.append((f"{plan.digest(cells):032x}", cells[-1]))
-            kinds.note(plan.func, plan.by_text)
-        conn.executemany(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", updates)
-        self._note_kinds(conn, kinds)
 
     def _note_kinds(self, conn: sqlite3.Connection, kinds: Index) -> None:
         flags = [name for name in ("plain", "text", "text_func") if getattr(kinds, name)]
@@ -291,7 +155,7 @@ class SqliteBackend(BaseBackend):
         try:
             return self._in_write(conn, lambda: func(conn))
         except sqlite3.Error as exc:
-            raise self._explain(exc) from None
+            raise explain(self, exc) from None
 
     def _read(self, func: Callable[[sqlite3.Connection], T]) -> T:
         conn = self._conn()
@@ -300,7 +164,7 @@ class SqliteBackend(BaseBackend):
                 conn.execute("ROLLBACK")
             return func(conn)
         except sqlite3.Error as exc:
-            raise self._explain(exc) from None
+            raise explain(self, exc) from None
 
     # -- BaseBackend interface ---------------------------------------------------
 
@@ -312,7 +176,7 @@ class SqliteBackend(BaseBackend):
         if self._checked:
             return
         target = real_path(self.file)
-        if not self._can_write(target):
+        if not can_write(self, target):
             raise StoreError(
                 f"stet: {self.file} is read-only (or its directory is), so stet cannot "
                 "record runs in it. Make both writable, or choose another store."
@@ -360,7 +224,7 @@ class SqliteBackend(BaseBackend):
                 f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({marks}) LIMIT 1", keys
             ).fetchone()
         except sqlite3.Error as exc:
-            raise self._explain(exc) from None
+            raise explain(self, exc) from None
         return found is not None
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
@@ -510,149 +374,33 @@ class SqliteBackend(BaseBackend):
 
         return self._read(read)
 
-    # -- claims ------------------------------------------------------------------------
-
-    def _claims_table(self, conn: sqlite3.Connection) -> None:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {CLAIMS} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
-            "place TEXT, pid INTEGER, started INTEGER, token TEXT, expires REAL, gen INTEGER)"
-        )
-
-    def _claim_rows(self, conn: sqlite3.Connection, key: str | None = None) -> list[Claim]:
-        sql = f"SELECT key, run, host, place, pid, started, token, expires, gen FROM {CLAIMS}"
-        found = conn.execute(sql + (" WHERE key = ?" if key else ""), (key,) if key else ())
-        now = time.time()
-        return [
-            Claim(k, r, Owner(h, pl, p, s, t), e, g, expired=e < now)
-            for k, r, h, pl, p, s, t, e, g in found
-        ]
+    # -- claims and ledger: in _sqliteclaims -------------------------------------------
 
     def claim(self, ident: Identity, owner: Owner, lease: float) -> tuple[Outcome, Claim | None]:
-        key = f"{ident.digest:032x}"
-
-        def attempt(conn: sqlite3.Connection) -> tuple[Outcome, Claim | None]:
-            keys = self._keys(ident, conn)
-            marks = ", ".join("?" * len(keys))
-            if (
-                self._columns
-                and conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({marks})", keys).fetchone()
-            ):
-                return Outcome.DONE, None
-            self._claims_table(conn)
-            found = self._claim_rows(conn, key)
-            current = found[0] if found else None
-            if current is not None and not current.held_by(owner) and not current.stale():
-                return Outcome.BUSY, current
-            gen = 1 if current is None else current.generation + 1
-            mine = Claim(key, describe(ident), owner, time.time() + lease, gen)
-            conn.execute(
-                f"INSERT OR REPLACE INTO {CLAIMS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, mine.run, owner.host, owner.place, owner.pid, owner.started,
-                 owner.token, mine.expires, gen),
-            )  # fmt: skip
-            return Outcome.CLAIMED, mine
-
-        return self._write(attempt)
+        return claims.claim(self, ident, owner, lease)
 
     def renew(self, held: Sequence[tuple[Identity, Owner, float]]) -> list[Identity]:
-        def attempt(conn: sqlite3.Connection) -> list[Identity]:
-            lost: list[Identity] = []
-            now = time.time()
-            for ident, owner, lease in held:
-                cursor = conn.execute(
-                    f"UPDATE {CLAIMS} SET expires = ? WHERE key = ? AND token = ?",
-                    (now + lease, f"{ident.digest:032x}", owner.token),
-                )
-                if not cursor.rowcount:
-                    lost.append(ident)
-            return lost
-
-        return self._write(attempt)
+        return claims.renew(self, held)
 
     def release(self, ident: Identity, owner: Owner) -> None:
-        self._write(
-            lambda conn: conn.execute(
-                f"DELETE FROM {CLAIMS} WHERE key = ? AND token = ?",
-                (f"{ident.digest:032x}", owner.token),
-            )
-        )
+        claims.release(self, ident, owner)
 
     def complete(
         self, ident: Identity, owner: Owner, extra: Mapping[str, str] | None = None
     ) -> bool:
-        key = f"{ident.digest:032x}"
-
-        def attempt(conn: sqlite3.Connection) -> bool:
-            added = self._insert(conn, [ident], extra) > 0
-            self._claims_table(conn)
-            found = self._claim_rows(conn, key)
-            conn.execute(f"DELETE FROM {CLAIMS} WHERE key = ? AND token = ?", (key, owner.token))
-            if not added:
-                gen = found[0].generation if found else 1
-                self._insert_event(conn, duplicate_event(ident, gen, extra))
-            return added
-
-        return self._write(attempt)
+        return claims.complete(self, ident, owner, extra)
 
     def in_progress(self) -> list[Claim]:
-        if not self.exists():
-            return []
-
-        def read(conn: sqlite3.Connection) -> list[Claim]:
-            if not self._has_table(conn, CLAIMS):
-                return []  # status must not create the claims table
-            return [c for c in self._claim_rows(conn) if not c.stale()]
-
-        return self._read(read)
-
-    # -- the ledger -----------------------------------------------------------------------
-
-    def _insert_event(self, conn: sqlite3.Connection, event: Event) -> None:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {LEDGER} (event TEXT, key TEXT, run TEXT, types TEXT, "
-            "func TEXT, timestamp TEXT, details TEXT)"
-        )
-        conn.execute(f"CREATE INDEX IF NOT EXISTS {LEDGER}_key ON {LEDGER} (key)")
-        conn.execute(
-            f"INSERT INTO {LEDGER} VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event.kind, event.key, json.dumps(event.run, ensure_ascii=False), event.types,
-             event.func, event.timestamp, json.dumps(event.details, ensure_ascii=False)),
-        )  # fmt: skip
+        return claims.in_progress(self)
 
     def note(self, event: Event) -> None:
-        self._write(lambda conn: self._insert_event(conn, event))
+        claims.note(self, event)
 
     def events(self) -> list[Event]:
-        if not self.exists():
-            return []
-
-        def read(conn: sqlite3.Connection) -> list[Event]:
-            if not self._has_table(conn, LEDGER):
-                return []
-            found = conn.execute(f"SELECT * FROM {LEDGER} ORDER BY rowid").fetchall()
-            return [
-                Event(e, k, json.loads(r), t, f, ts, json.loads(d) or {})
-                for e, k, r, t, f, ts, d in found
-            ]
-
-        return self._read(read)
+        return claims.events(self)
 
     def failures(self, ident: Identity) -> int:
-        if not self.exists():
-            return 0
-        key = f"{ident.digest:032x}"
-
-        def read(conn: sqlite3.Connection) -> int:
-            if not self._has_table(conn, LEDGER):
-                return 0
-            found = conn.execute(
-                f"SELECT count(*) FROM {LEDGER} WHERE key = ? AND event = ? AND rowid > "
-                f"coalesce((SELECT max(rowid) FROM {LEDGER} WHERE key = ? AND event = ?), 0)",
-                (key, FAILURE, key, RESET),
-            ).fetchone()
-            return int(found[0])
-
-        return self._read(read)
+        return claims.failures(self, ident)
 
 
 def _check_case(backend: SqliteBackend, names: Sequence[str]) -> None:
@@ -667,13 +415,3 @@ def _check_case(backend: SqliteBackend, names: Sequence[str]) -> None:
                 "column names cannot tell apart; rename one parameter"
             )
         lowered[name.lower()] = name
-
-
-def _uri_path(path: str) -> str:
-    """A file path as the path part of a SQLite URI (``%``, ``?`` and ``#`` escaped)."""
-    from urllib.parse import quote as url_quote
-
-    absolute = os.path.abspath(path)
-    if sys.platform == "win32":
-        absolute = "/" + absolute.replace("\\", "/")
-    return url_quote(absolute, safe="/:")

@@ -1,0 +1,183 @@
+"""Opening a SQLite store: connections, read-only and full disks, upgrades, errors.
+
+A database stet may write is opened in WAL mode; one it may not write (a read-only
+file or directory, a full disk) is opened read only, or, where SQLite cannot even
+create its shared-memory file, as an immutable file. A table written by stet 0.0.x or
+0.1 is brought up to date once, in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from stet._errors import StoreError, StoreLockTimeout
+from stet.backends._atomic import real_path
+from stet.backends._index import Index
+from stet.backends._locking import lock_timeout
+from stet.backends._records import OWN, read_records
+from stet.backends._sqlschema import KEY, quote
+
+if TYPE_CHECKING:
+    from stet.backends._sqlite import SqliteBackend
+
+__all__ = ["can_write", "explain", "open_database"]
+
+TABLE = "stet_records"
+_ALL_OWN = (*OWN, KEY)
+
+
+def explain(store: SqliteBackend, exc: sqlite3.Error) -> StoreError:
+    """Turn SQLite's terse errors into errors naming the database."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreLockTimeout(
+            f"stet: {store.file} stayed locked by another process for "
+            f"{lock_timeout():g} s; raise STET_LOCK_TIMEOUT (seconds) or wait for it"
+        )
+    if "readonly" in text or "read-only" in text:
+        return StoreError(
+            f"stet: {store.file} is read-only, so stet cannot record runs in it. Make "
+            "it (and its directory) writable, or choose another store."
+        )
+    if "full" in text or "disk I/O" in text:
+        return StoreError(
+            f"stet: could not write {store.file}: {text}. The run was not recorded; "
+            "free some space and run again."
+        )
+    return store.bad(text)
+
+
+def connect(store: SqliteBackend, uri: str) -> sqlite3.Connection:
+    return sqlite3.connect(
+        uri, uri=True, timeout=lock_timeout(), isolation_level=None, check_same_thread=False
+    )
+
+
+def open_database(store: SqliteBackend) -> sqlite3.Connection:
+    if os.path.isdir(store.file):
+        raise store.bad("it is a directory")
+    target = real_path(store.file)
+    writable = can_write(store, target)
+    conn: sqlite3.Connection | None = None
+    try:
+        if writable:
+            directory = os.path.dirname(target)
+            if directory:
+                os.makedirs(directory, exist_ok=True)
+            conn = connect(store, f"file:{_uri_path(target)}")
+            # Look before touching anything: a database stet does not understand
+            # must keep every byte, and switching the journal mode writes.
+            store._columns = store._read_columns(conn)
+            wal(store, conn)
+            # WAL with synchronous=NORMAL: a commit survives a crash of the process;
+            # only a power loss may undo the last commits, never corrupt the file.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if store._columns:
+                upgrade(store, conn)
+        else:
+            conn = open_readonly(store, target)
+            store._columns = store._read_columns(conn)
+        store._read_kinds(conn)
+    except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()  # else Windows keeps the rejected file locked
+        raise explain(store, exc) from None
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
+    return conn
+
+
+def can_write(store: SqliteBackend, target: str) -> bool:
+    if os.path.exists(target):
+        st = os.stat(target)
+        ok = bool(st.st_mode & 0o222) and os.access(target, os.W_OK)
+        ok = ok and os.access(os.path.dirname(target) or ".", os.W_OK)
+    else:
+        ok = True
+    store._readonly = not ok
+    return ok
+
+
+def open_readonly(store: SqliteBackend, target: str) -> sqlite3.Connection:
+    """Open for reading a database this process may not write (or on a full disk).
+
+    WAL needs its ``-shm`` file; where it cannot be created, ``immutable=1`` reads
+    the database file as it is (nobody can be writing to a read-only place).
+    """
+    path = _uri_path(target)
+    try:
+        conn = connect(store, f"file:{path}?mode=ro")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        return connect(store, f"file:{path}?immutable=1")
+
+
+def wal(store: SqliteBackend, conn: sqlite3.Connection) -> None:
+    """Switch to WAL mode, waiting out processes creating the database at once.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not wait for
+    it (no busy handler), so retry until the lock timeout.
+    """
+    deadline = time.monotonic() + lock_timeout()
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def upgrade(store: SqliteBackend, conn: sqlite3.Connection) -> None:
+    """Bring a table of stet 0.0.x or 0.1 up to date; fill keys other tools left NULL.
+
+    stet 0.1 computed ``_stet_key`` differently and had no ``_stet_func``: such a
+    table gets the new columns and every key recomputed, once, in one transaction.
+    """
+    old = any(c not in store._columns for c in _ALL_OWN)
+    if not old:
+        missing = conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone()
+        if missing is None:
+            return
+    store._in_write(conn, lambda: rekey(store, conn, everything=old))
+
+
+def rekey(store: SqliteBackend, conn: sqlite3.Connection, everything: bool) -> None:
+    store._columns = store._read_columns(conn)
+    for name in _ALL_OWN:
+        if name not in store._columns:
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
+    conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
+    store._columns = store._read_columns(conn)
+    cols = [c for c in store._columns if c != KEY]
+    where = "" if everything else f" WHERE {KEY} IS NULL"
+    found = conn.execute(
+        f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE}{where}"
+    ).fetchall()
+    updates: list[tuple[str, Any]] = []
+    kinds = Index()
+    for cells, plan, _ in read_records([*cols, "_stet_rowid"], found, store.bad):
+        updates.append((f"{plan.digest(cells):032x}", cells[-1]))
+        kinds.note(plan.func, plan.by_text)
+    conn.executemany(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", updates)
+    store._note_kinds(conn, kinds)
+
+
+def _uri_path(path: str) -> str:
+    """A file path as the path part of a SQLite URI (``%``, ``?`` and ``#`` escaped)."""
+    from urllib.parse import quote as url_quote
+
+    absolute = os.path.abspath(path)
+    if sys.platform == "win32":
+        absolute = "/" + absolute.replace("\\", "/")
+    return url_quote(absolute, safe="/:")
