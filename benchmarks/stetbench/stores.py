@@ -5,14 +5,13 @@ The internals are being rewritten, so each use sits in a function marked
 ``# INTERNALS`` and is wrapped: when it raises AttributeError or ImportError the
 benchmark goes on without it:
 
-- `fill` writes a store of ``n`` records. Its fast path uses stet's own writers
-  (``FileBackend._rewrite`` for the file formats; SQLite and PostgreSQL get their first
-  record from ``backend.add``, which creates the table, and the rest in one
-  transaction with the columns ``add`` writes, digests from ``Row.digest``), so the
-  files are exactly what stet writes. Its fallback calls the decorated benchmark
-  function once per record through the public API: slow, but always right. The
-  fallback is taken on AttributeError, ImportError or TypeError (a renamed or re-signed
-  internal), or when the rows counted with pandas & co. are not all there.
+- `fill` writes a store of ``n`` records. Its fast path builds the runs' identities
+  (``stet._identity.identity_of``, under the benchmark function's name) and writes them
+  with one ``backend.add_many``, so the files are exactly what stet writes. Its
+  fallback calls the decorated benchmark function once per record through the public
+  API: slow, but always right. The fallback is taken on AttributeError, ImportError or
+  TypeError (a renamed or re-signed internal), or when the rows counted with pandas &
+  co. are not all there.
 - `index_bytes` and `skip_parts` read ``backend._index`` and time the identity and
   lookup halves of a skip; they report None when the internals are gone (RSS growth,
   measured in `child`, is the figure the targets use).
@@ -66,7 +65,7 @@ def fill(store: str, rows: Rows, func: Callable[..., Any], check: bool = True) -
     a store whose first reader must be a fresh process (a cold start).
     """
     try:
-        _fill_internal(store, rows)
+        _fill_internal(store, rows, func)
         found = count_rows(store)  # with the user's tools: stet has not read it yet
         if found != rows.n:
             raise _Unfilled(f"the fast fill wrote {found} records, not {rows.n}")
@@ -114,86 +113,19 @@ def check_filled(store: str, rows: Rows) -> None:
 
 # -- INTERNALS: the fast fill ------------------------------------------------------------
 
-_ROWS: dict[tuple[str, ...], list[Any]] = {}
 
-
-def _internal_rows(rows: Rows) -> list[Any]:  # INTERNALS: Row.of, identity_of, utc_now
-    """stet ``Row`` objects for ``rows``, built once per key names and shared."""
-    from stet._identity import identity_of
-    from stet.backends._base import Row, utc_now
-
-    built = _ROWS.setdefault(rows.names, [])
-    stamp = utc_now()
-    for i in range(len(built), rows.n):
-        built.append(Row.of(identity_of(rows.key(i)), stamp))
-    return built[: rows.n]
-
-
-def drop_cache() -> None:
-    """Forget the rows built for filling (they take ~0.5 kB a record)."""
-    _ROWS.clear()
-
-
-def _fill_internal(store: str, rows: Rows) -> None:  # INTERNALS
+def _fill_internal(store: str, rows: Rows, func: Callable[..., Any]) -> None:  # INTERNALS
+    """One ``backend.add_many`` of the runs ``func`` would record, under its name."""
     from stet._identity import identity_of
     from stet.backends import get_backend
 
-    built = _internal_rows(rows)
+    name = func.__qualname__
+    idents = [identity_of(rows.key(i), func=name) for i in range(rows.n)]
     backend: Any = get_backend(store)
-    if is_url(store) or store.endswith((".sqlite", ".db")):
-        # The first record through add() creates the table, its index and columns.
-        backend.add(identity_of(rows.key(0)), built[0].timestamp)
-        if is_url(store):
-            _fill_postgres(backend, rows, built[1:])
-        else:
-            _fill_sqlite(backend, rows, built[1:])
-        return
-    columns = backend._merge_columns([], rows.names)
-    with backend._locked():
-        backend._rewrite(built, columns)
-
-
-def _db_rows(rows: Rows, built: list[Any]) -> Any:  # INTERNALS: Row fields, Row.digest
-    names = rows.names
-    for r in built:
-        yield (*(r.values[n] for n in names), r.types, r.timestamp, r.digest()[0].hex())
-
-
-def _fill_sqlite(backend: Any, rows: Rows, built: list[Any]) -> None:  # INTERNALS
-    from stet.backends._base import TIMESTAMP, TYPES
-    from stet.backends._sqlite import KEY, TABLE, _quote
-
-    names = (*rows.names, TYPES, TIMESTAMP, KEY)
-    sql = (
-        f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) "
-        f"VALUES ({', '.join('?' * len(names))})"
-    )
-    with backend._db() as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(sql, _db_rows(rows, built))
-        conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
-    backend._conn = None
-
-
-def _fill_postgres(backend: Any, rows: Rows, built: list[Any]) -> None:  # INTERNALS
-    from psycopg import sql
-
-    from stet.backends._base import TIMESTAMP, TYPES
-    from stet.backends._postgres import KEY
-
-    names = (*rows.names, TYPES, TIMESTAMP, KEY)
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(backend.table), sql.SQL(", ").join(map(sql.Identifier, names))
-    )
-    with backend._db() as conn, conn.cursor() as cursor, cursor.copy(copy) as out:
-        for values in _db_rows(rows, built):
-            out.write_row(values)
-    with backend._db() as conn:
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(backend.table)))
-        conn.close()
-    backend._conn = None
+    backend.add_many(idents)
+    fold = getattr(backend, "fold", None)
+    if fold is not None:
+        fold()  # Parquet: the journal into the file, as at the end of a sweep
 
 
 def index_bytes(decorated: Any) -> int | None:  # INTERNALS: _stet_runner, backend._index
@@ -201,7 +133,7 @@ def index_bytes(decorated: Any) -> int | None:  # INTERNALS: _stet_runner, backe
     import sys
 
     try:
-        index = decorated._stet_runner.backend._index
+        index = decorated._stet_runner.backend._index.digests
     except AttributeError:
         return None
     return sys.getsizeof(index) + sum(sys.getsizeof(d) for d in index)
@@ -210,12 +142,12 @@ def index_bytes(decorated: Any) -> int | None:  # INTERNALS: _stet_runner, backe
 def skip_parts(decorated: Any, points: list[tuple[Any, ...]]) -> dict[str, float | None]:
     """Median us of the two halves of a skip: the run identity, then the store lookup.
 
-    INTERNALS: ``_stet_runner.identity`` and ``backend.contains``; None when missing.
+    INTERNALS: ``_stet_runner.binder.identity`` and ``backend.contains``; None when missing.
     """
     try:
         runner = decorated._stet_runner
         backend = runner.backend
-        identity = runner.identity
+        identity = runner.binder.identity
         idents = [identity(p, {}) for p in points]
         contains = backend.contains
     except (AttributeError, TypeError):
@@ -264,7 +196,8 @@ def drop_tables(urls: list[str]) -> None:
         return
     with _connect(urls[0]) as conn:
         for url in urls:
-            for table in (_table_of(url), claims_table(url)):
+            table = _table_of(url)
+            for table in (table, f"{table}_claims", f"{table}_ledger"):
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
 

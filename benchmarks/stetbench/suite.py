@@ -32,7 +32,7 @@ from stetbench.plan import (
     Plan,
     grid_span,
 )
-from stetbench.stores import Rows, check_filled, drop_cache, drop_tables, fill, forget, pg_url
+from stetbench.stores import Rows, check_filled, drop_tables, fill, forget, pg_url
 from stetbench.timing import progress
 
 
@@ -84,7 +84,6 @@ def run(plan: Plan, work: Path, postgres: str | None) -> dict[str, Any]:
         results["big"] = big(ctx, results["stores"])
         if postgres:
             results["pg_pending"] = pg_pending(ctx)
-        drop_cache()
         results["sweep"] = {}
         for ext in FILE_STORES:
             progress(f"{LABELS[ext]}: sweep of {plan.sweep_a * SEEDS:,} points, then resume")

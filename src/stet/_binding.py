@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stet._identity import Identity, base, check_name, identity_pair, piece, unfaithful
+from stet._identity import Identity, _pieces, base, check_name, identity_pair, piece, unfaithful
 
 __all__ = ["Binder"]
 
@@ -49,10 +49,10 @@ def _key_names(
     return chosen
 
 
-def _fast_binder(params: list[inspect.Parameter], key: tuple[str, ...]) -> Callable[..., Any]:
-    """A function with ``params``' parameter list that returns the ``key`` values.
+def _parameter_list(params: list[inspect.Parameter]) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """Source of ``params``' parameter list, and the defaults to set on a function with it.
 
-    Defaults are set on the generated function from the original objects (never
+    Defaults are written as ``None`` and set afterwards from the original objects (never
     through their text), so a default is the same value it is for the real function.
     """
     parts: list[str] = []
@@ -80,14 +80,61 @@ def _fast_binder(params: list[inspect.Parameter], key: tuple[str, ...]) -> Calla
                 i + 1 == len(params) or params[i + 1].kind is not _KIND.POSITIONAL_ONLY
             ):
                 parts.append("/")
-    body = "(" + "".join(f"{k}, " for k in key) + ")"
-    source = f"def bind({', '.join(parts)}):\n    return {body}\n"
+    return ", ".join(parts), tuple(defaults), kwdefaults
+
+
+# The generated functions see these helpers under names no parameter is allowed to take
+# (key names cannot start with "_stet_", and any other parameter with such a name makes
+# `Binder` fall back to the general path).
+_HELPERS = ("_stet_frepr", "_stet_irepr", "_stet_pair", "_stet_pieces", "_stet_piece",
+            "_stet_identity", "_stet_names", "_stet_func", "_stet_base")  # fmt: skip
+
+_VALUE = """
+    _stet_t = type({v})
+    if _stet_t is float:
+        g{i}, x{i} = "float", _stet_frepr({v})
+    elif _stet_t is int:
+        g{i}, x{i} = "int", _stet_irepr({v})
+    elif _stet_t is str and {v}.isascii():
+        g{i}, x{i} = "str", {v}
+    else:
+        g{i}, x{i} = _stet_pair({n!r}, {v})
+    p{i} = _stet_pieces.get(f"P{n}\\x1e{{g{i}}}\\x1e{{x{i}}}")
+    if p{i} is None:
+        p{i} = _stet_piece({n!r}, g{i}, x{i})
+"""
+
+
+def _generated(
+    params: list[inspect.Parameter], key: tuple[str, ...], helpers: tuple[Any, ...]
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``(bind, identify)``: functions with ``params``' parameter list.
+
+    ``bind`` returns the key values; ``identify`` returns the run's `Identity` directly,
+    with the common value types (int, float, ASCII str) turned into text inline.
+    """
+    signature, defaults, kwdefaults = _parameter_list(params)
+    n = len(key)
+    body = "".join(_VALUE.format(v=k, n=k, i=i) for i, k in enumerate(key))
+    xor = " ^ ".join(["_stet_base", *(f"p{i}" for i in range(n))])
+    tags = "(" + "".join(f"g{i}, " for i in range(n)) + ")"
+    texts = "(" + "".join(f"x{i}, " for i in range(n)) + ")"
+    values = "(" + "".join(f"{k}, " for k in key) + ")"
+    source = (
+        f"def make({', '.join(_HELPERS)}):\n"
+        f"  def bind({signature}):\n    return {values}\n"
+        f"  def identify({signature}):\n"
+        + "".join("  " + line + "\n" for line in body.splitlines() if line)
+        + f"      return _stet_identity(_stet_names, {tags}, {texts}, _stet_func, {xor})\n"
+        "  return bind, identify\n"
+    )
     namespace: dict[str, Any] = {}
     exec(compile(source, "<stet binder>", "exec"), namespace)  # parameter names only
-    bind: Callable[..., Any] = namespace["bind"]
-    bind.__defaults__ = tuple(defaults) or None
-    bind.__kwdefaults__ = kwdefaults or None
-    return bind
+    made: tuple[Callable[..., Any], Callable[..., Any]] = namespace["make"](*helpers)
+    for function in made:
+        function.__defaults__ = defaults or None
+        function.__kwdefaults__ = kwdefaults or None
+    return made
 
 
 class Binder:
@@ -110,8 +157,21 @@ class Binder:
         self.signature = inspect.signature(func)
         self.params = list(self.signature.parameters.values())
         self.key = _key_names(name, self.params, key, ignore)
-        self._bind = _fast_binder(self.params, self.key)
         self._base = base(name)
+        helpers = (
+            float.__repr__,
+            int.__repr__,
+            self.pair,
+            _pieces,
+            piece,
+            Identity,
+            self.key,
+            name,
+            self._base,
+        )
+        self._bind, self._identify = _generated(self.params, self.key, helpers)
+        if any(p.name in _HELPERS for p in self.params):
+            self._identify = self._identify_slowly  # a parameter shadows a helper
 
     def values(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """The key values of a call, defaults applied.
@@ -130,7 +190,21 @@ class Binder:
         return values
 
     def identity(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Identity:
-        """The run a call with ``args`` and ``kwargs`` makes."""
+        """The run a call with ``args`` and ``kwargs`` makes.
+
+        Raises:
+            TypeError: for arguments the function would not accept, like Python does,
+                or a key value without a faithful identity (naming the parameter).
+        """
+        try:
+            ident: Identity = self._identify(*args, **kwargs)
+        except TypeError as exc:
+            if str(exc).startswith("stet:"):
+                raise  # a value without a faithful identity: the message says which
+            return self.identity_of(self.values(args, kwargs))  # raises the bind error
+        return ident
+
+    def _identify_slowly(self, *args: Any, **kwargs: Any) -> Identity:
         return self.identity_of(self.values(args, kwargs))
 
     def identity_of(self, values: tuple[Any, ...]) -> Identity:

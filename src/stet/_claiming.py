@@ -7,6 +7,7 @@ claim the process holds, every third of the shortest lease, in one step per stor
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import warnings
@@ -106,6 +107,10 @@ class _Heartbeat:
     """The one thread per process that renews the leases of the claims it holds."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start with no claims and no thread (a new process, or a forked child)."""
         self._lock = threading.Lock()
         self._held: dict[tuple[int, str], tuple[BaseBackend, Identity, Owner, float]] = {}
         self._wake = threading.Event()
@@ -129,6 +134,7 @@ class _Heartbeat:
             self._held.pop((id(backend), owner.token), None)
 
     def _run(self) -> None:
+        last = time.monotonic()
         while True:
             with self._lock:
                 held = list(self._held.values())
@@ -140,10 +146,15 @@ class _Heartbeat:
                         self._thread = None
                         return
                 continue
-            pause = min(lease for *_, lease in held) / 3
-            self._wake.clear()
-            self._wake.wait(pause)
+            # Every third of the shortest lease held; a new claim wakes the thread only
+            # to look at its lease (claims start with a full lease).
+            left = last + min(lease for *_, lease in held) / 3 - time.monotonic()
+            if left > 0:
+                self._wake.clear()
+                self._wake.wait(left)
+                continue
             self.beat()
+            last = time.monotonic()
 
     def beat(self) -> None:
         """Renew every held claim now, one step per store; warn about claims lost."""
@@ -181,6 +192,10 @@ class _Heartbeat:
 
 #: The heartbeat of this process.
 heartbeat = _Heartbeat()
+
+if hasattr(os, "register_at_fork"):
+    # A forked child holds none of its parent's claims, and has no heartbeat thread.
+    os.register_at_fork(after_in_child=lambda: heartbeat.reset())
 
 
 def extra_of(meta: Mapping[str, Any] | None) -> str | None:

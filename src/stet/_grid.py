@@ -156,7 +156,7 @@ class Pending:
             typed.append([piece(name, *binder.pair(name, v)) for v in values])
         digests = _combine(fixed, typed)
         backend = self._backend
-        index = backend.index()
+        index = backend.index(len(digests))
         pending: list[int]
         if index is None:
             pending = []

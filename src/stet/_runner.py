@@ -14,7 +14,7 @@ from stet._binding import Binder
 from stet._claiming import Call, extra_of
 from stet._grid import Pending
 from stet._identity import check_func_name
-from stet._messages import Reporter, describe_short
+from stet._messages import Reporter
 from stet.backends import BaseBackend, open_store
 from stet.backends._claims import Outcome, Owner
 from stet.backends._ledger import reset_event
@@ -50,19 +50,13 @@ class Runner:
         self.binder = Binder(func, self.name, options["key"], options["ignore"])
         self.meta = extra_of(options["meta"])
         self.reporter = Reporter(self.name, options["quiet"])
-        self._backend: BaseBackend | None = None
+        self.backend: BaseBackend = open_store(self.store)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"func": self.func, "options": self.options}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["func"], state["options"])  # type: ignore[misc]
-
-    @property
-    def backend(self) -> BaseBackend:
-        if self._backend is None:
-            self._backend = open_store(self.store)
-        return self._backend
 
     def begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
         """Decide whether a call runs: None to skip it, else the run to wrap it in."""
@@ -72,14 +66,14 @@ class Runner:
         if not reporter.announced:
             reporter.first_call(backend.location, backend.count(self.name))
         if backend.contains(ident):
-            reporter.skipped(describe_short(ident))
+            reporter.skipped(ident)
             return None
         attempt = 1
         if self.max_attempts is not None:
             failures = backend.failures(ident)
             if failures >= self.max_attempts:
                 reporter.skipped(
-                    describe_short(ident),
+                    ident,
                     why=f"it failed {failures} times (max_attempts={self.max_attempts}); "
                     f"{self.name}.reset(...) lets it run again",
                 )
@@ -91,10 +85,10 @@ class Runner:
         owner = Owner.new()
         outcome, current = backend.claim(ident, owner, self.lease)
         if outcome is Outcome.DONE:
-            reporter.skipped(describe_short(ident))
+            reporter.skipped(ident)
             return None
         if outcome is Outcome.BUSY:
-            reporter.skipped(describe_short(ident), busy=current)
+            reporter.skipped(ident, busy=current)
             return None
         return Call(backend, ident, owner, self.lease, self.meta, reporter, attempt)
 

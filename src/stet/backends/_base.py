@@ -179,10 +179,11 @@ class BaseBackend(ABC):
         """The function names the store's records carry."""
         return {row.func for row in self.rows() if row.func is not None}
 
-    def index(self) -> Index | None:
-        """The digests of all completed runs, for checking a large grid in one pass.
+    def index(self, size: int = 0) -> Index | None:
+        """The digests of all completed runs, for checking a grid of ``size`` points.
 
-        None when the store prefers to be asked in batches (`completed`).
+        None when the store prefers to be asked in batches (`completed`), for example
+        when reading every key would cost more than looking up ``size`` runs.
         """
         return None
 

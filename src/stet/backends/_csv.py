@@ -10,7 +10,7 @@ from typing import Any
 
 from stet.backends._fileformat import Parsed
 from stet.backends._filestore import FileBackend
-from stet.backends._records import OWN, TIMESTAMP, Row, read_records
+from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, read_records
 
 __all__ = ["CsvBackend", "check_header"]
 
@@ -179,7 +179,14 @@ class CsvBackend(FileBackend):
     def _lines(rows: list[Row], columns: list[str]) -> str:
         out: list[str] = []
         for row in rows:
-            cells = [row.cell(c) or "" for c in columns]
+            known = {
+                **row.values,
+                FUNC: row.func or "",
+                TYPES: row.types or "",
+                TIMESTAMP: row.timestamp,
+                **row.extra,
+            }
+            cells = [known.get(c, "") for c in columns]
             line = ",".join(cells)
             if line.count(",") != len(cells) - 1 or _NEEDS_QUOTES.search(line):
                 buffer = io.StringIO(newline="")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from stet.backends._fileclaims import FileClaims
 from stet.backends._fileformat import FileFormat, Parsed, Reread
 from stet.backends._filewrite import check_writable, repair_torn
 from stet.backends._index import SNAPSHOT_MIN, Index, Snapshot
-from stet.backends._locking import StoreLock
+from stet.backends._locking import StoreLock, _forks
 from stet.backends._records import OWN, Row, rows_of, utc_now
 
 __all__ = ["FileBackend", "Parsed", "Reread"]
@@ -66,6 +67,8 @@ class FileBackend(FileFormat, BaseBackend):
         self._torn = False  # an incomplete record follows _end
         self._state: dict[str, Any] = {}
         self._count = 0  # records read or written, for the snapshot policy
+        self._columns_of: Any = None
+        self._column_set: set[str] = set()
 
     def _locked(self, func: Callable[[], Any]) -> Any:
         self._ensure_process()
@@ -87,7 +90,7 @@ class FileBackend(FileFormat, BaseBackend):
             raise StoreError(
                 f"stet: {self.file}: a parent of the store is not a directory"
             ) from None
-        if not os.path.isfile(self.log_file):
+        if not stat.S_ISREG(st.st_mode):
             raise StoreError(
                 f"stet: {self.file} is not a regular file (a directory?); point the store "
                 f"at a {self.format_name} file"
@@ -186,7 +189,16 @@ class FileBackend(FileFormat, BaseBackend):
         return self._stat() is not None
 
     def contains(self, ident: Lookup) -> bool:
-        self._sync()
+        # The skip path of every decorated call: _sync spelled out, one stat and a lookup.
+        if self._forks != _forks[0]:
+            self._ensure_process()
+        try:
+            st = os.stat(self.log_file)
+            sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except (FileNotFoundError, NotADirectoryError):
+            sig = None
+        if sig != self._sig:
+            self._locked(self._refresh)
         return self._index.has(ident)
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
@@ -194,7 +206,7 @@ class FileBackend(FileFormat, BaseBackend):
         has = self._index.has
         return [has(i) for i in idents]
 
-    def index(self) -> Index:
+    def index(self, size: int = 0) -> Index:
         self._sync()
         return self._index
 
@@ -219,6 +231,8 @@ class FileBackend(FileFormat, BaseBackend):
     def _prepare_write(self) -> None:
         """Before writing: refuse a read-only store, create the store's directory."""
         self.check_writable()
+        if self._sig is not None:
+            return  # the file was there at the last look: so is its directory
         directory = os.path.dirname(self.file)
         if directory and not os.path.isdir(directory):
             try:
@@ -336,8 +350,10 @@ class FileBackend(FileFormat, BaseBackend):
         if not self.fixed_columns:
             return False
         columns = self._state.get("columns", [])
-        wanted = {c for row in rows for c in row.values}
-        return any(c not in columns for c in (*wanted, *OWN))
+        if self._columns_of is not columns:  # a set of the columns, made once per header
+            self._columns_of, self._column_set = columns, {*columns}
+        known = self._column_set
+        return not known.issuperset(OWN) or any(not known.issuperset(row.values) for row in rows)
 
     def rows(self) -> list[Row]:
         if not self.exists():

@@ -192,7 +192,7 @@ class PostgresBackend(BaseBackend):
 
         return self._run(read)
 
-    def index(self) -> Index | None:
+    def index(self, size: int = 0) -> Index | None:
         return self.schema.memory
 
     # -- claims ------------------------------------------------------------------------

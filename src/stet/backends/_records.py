@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple
 
 from stet._identity import Identity, base, parse_types, piece
+from stet.backends._locking import forks
 
 __all__ = [
     "FUNC",
@@ -42,13 +44,33 @@ PROVENANCE = (DURATION, HOST, JOB, META)
 OWN = (FUNC, TYPES, TIMESTAMP, *PROVENANCE)
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def utc_now() -> str:
-    """The current UTC time as ISO 8601 text with microseconds (always 32 characters)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """The current UTC time as ISO 8601 text with microseconds (always 32 characters).
+
+    The text of the whole second is kept: a record costs its microseconds only.
+    """
+    now = time.time()
+    second = int(now)
+    if _second[0] != second:
+        _second[0] = second
+        _second[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}+00:00"
 
 
 def this_job() -> str:
     """The cluster job this process runs in (Slurm ``JOBID`` or ``JOBID_TASK``), or ``""``."""
+    if _job[0] != forks():  # read once per process: a job's variables do not change
+        _job[0], _job[1] = forks(), _read_job()
+    return str(_job[1])
+
+
+_job: list[Any] = [None, ""]
+
+
+def _read_job() -> str:
     env = os.environ
     array = env.get("SLURM_ARRAY_JOB_ID")
     if array:

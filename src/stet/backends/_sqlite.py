@@ -13,7 +13,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -25,7 +24,7 @@ from stet.backends._base import BaseBackend, Lookup
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
 from stet.backends._ledger import Event
-from stet.backends._locking import forks
+from stet.backends._locking import _forks, forks
 from stet.backends._records import OWN, Row, read_records, rows_of, utc_now
 from stet.backends._sqliteclaims import CLAIMS, LEDGER
 from stet.backends._sqliteopen import can_write, explain, open_database
@@ -38,10 +37,15 @@ TABLE = "stet_records"
 META = "stet_meta"  # which kinds of record the table holds
 _STET_TABLES = (TABLE, CLAIMS, LEDGER, META)
 _ALL_OWN = (*OWN, KEY)
+#: The lookup of a run under 1, 2 or 3 digests, by how many are given.
+_LOOKUP = {
+    n: f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * n)}) LIMIT 1" for n in (1, 2, 3)
+}
 
 
 class _Local(threading.local):
     conn: sqlite3.Connection | None = None
+    cursor: sqlite3.Cursor
     forks: int = -1
 
 
@@ -65,7 +69,7 @@ class SqliteBackend(BaseBackend):
         self._local = _Local()
         self._columns: list[str] = []
         self._kinds = Index()  # which kinds of record exist (its digests stay empty)
-        self._kinds_read = 0.0
+        self._checked_names: tuple[str, ...] | None = None  # key names known to be columns
         self._memory: Index | None = None  # an old store that cannot be upgraded here
         self._readonly = False
         self._checked = False
@@ -89,6 +93,7 @@ class SqliteBackend(BaseBackend):
         local.conn = None
         local.forks = forks()
         local.conn = open_database(self)
+        local.cursor = local.conn.cursor()
         return local.conn
 
     def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
@@ -191,20 +196,50 @@ class SqliteBackend(BaseBackend):
             )
         self._checked = True
 
+    def _known_keys(self, ident: Lookup) -> tuple[str, ...]:
+        """The digests `_keys` gives, by the kinds of record last seen (no query)."""
+        keys = [f"{ident.digest:032x}", f"{ident.plain:032x}"]
+        if self._kinds.text:
+            keys.append(f"{ident.legacy:032x}")
+        return tuple(keys)
+
     def _keys(self, ident: Lookup, conn: sqlite3.Connection) -> tuple[str, ...]:
-        # A run recorded without a function name (backend.record) costs one more index
-        # probe; records matched by text alone (imports, 0.0.x) are looked for only in
-        # a store that holds some (checked again at most once a second).
-        now = time.monotonic()
-        if now - self._kinds_read > 1.0:
-            self._kinds_read = now
-            self._read_kinds(conn)
+        """Every digest under which a record makes ``ident`` count as done."""
+        self._read_kinds(conn)
         keys = [f"{ident.digest:032x}", f"{ident.plain:032x}"]
         if self._kinds.text:
             keys.append(f"{ident.legacy:032x}")
         return tuple(keys)
 
     def contains(self, ident: Lookup) -> bool:
+        # The skip path of every decorated call: one indexed query on this thread's
+        # connection, with its own cursor and statement text kept.
+        if self._forks != _forks[0]:
+            return self._contains_slowly(ident)
+        local = self._local
+        if (
+            local.conn is None
+            or local.forks != _forks[0]
+            or self._memory is not None
+            or not self._columns
+            or (ident.__class__ is Identity and ident.names != self._checked_names)
+        ):
+            return self._contains_slowly(ident)
+        # A hit needs one probe: a record of exactly this run. Only a miss (the body is
+        # about to run) looks for function-less and text-matched records too.
+        try:
+            cursor = local.cursor
+            cursor.execute(_LOOKUP[1], (f"{ident.digest:032x}",))
+            if cursor.fetchone() is not None:
+                return True
+            keys = self._keys(ident, local.conn)
+            cursor.execute(_LOOKUP[len(keys)], keys)
+            return cursor.fetchone() is not None
+        except sqlite3.Error as exc:
+            raise explain(self, exc) from None
+
+    def _contains_slowly(self, ident: Lookup) -> bool:
+        """`contains` the first time, or for a store that is not there or not upgraded."""
         self._ensure_process()
         if self._local.conn is None and not os.path.exists(self.file):
             return False
@@ -215,24 +250,23 @@ class SqliteBackend(BaseBackend):
             self._columns = self._read(self._read_columns)
             if not self._columns:
                 return False
-        if any(name not in self._columns for name in getattr(ident, "names", ())):
-            _check_case(self, getattr(ident, "names", ()))  # before the run, not at its record
+        names: tuple[str, ...] = getattr(ident, "names", ())
+        if any(name not in self._columns for name in names):
+            _check_case(self, names)  # before the run, not at its record
+        elif isinstance(ident, Identity):
+            self._checked_names = ident.names
         keys = self._keys(ident, conn)
-        marks = ", ".join("?" * len(keys))
         try:
-            found = conn.execute(
-                f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({marks}) LIMIT 1", keys
-            ).fetchone()
+            return conn.execute(_LOOKUP[len(keys)], keys).fetchone() is not None
         except sqlite3.Error as exc:
             raise explain(self, exc) from None
-        return found is not None
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
         return [self.contains(i) for i in idents]
 
     def index(self, size: int = 0) -> Index | None:
         """All keys at once, for a large grid: one scan beats many index probes."""
-        if size and size < 10_000:
+        if size < 10_000:
             return None
         if not os.path.exists(self.file):
             return Index()
@@ -260,30 +294,46 @@ class SqliteBackend(BaseBackend):
     def _insert(
         self, conn: sqlite3.Connection, idents: Sequence[Identity], extra: Mapping[str, str] | None
     ) -> int:
-        """Insert the records not yet present; caller holds a write transaction."""
-        self._ensure_table(conn, list(dict.fromkeys(n for i in idents for n in i.names)))
+        """Insert the records not yet present; caller holds a write transaction.
+
+        One statement per record, ``INSERT ... WHERE NOT EXISTS``, run by executemany:
+        a record already there (also as a text-matched or function-less record) is
+        left alone, and many records cost one call.
+        """
+        names = list(dict.fromkeys(n for i in idents for n in i.names))
+        if not self._columns or any(n not in self._columns for n in names):
+            self._ensure_table(conn, names)  # else the table was seen with these columns
         stamp = utc_now()
-        added = 0
         kinds = Index()
+        batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
         for ident in idents:
-            keys = self._keys(ident, conn)
-            marks = ", ".join("?" * len(keys))
-            if conn.execute(
-                f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({marks}) LIMIT 1", keys
-            ).fetchone():
-                continue
             row = Row.of(ident, stamp, extra)
-            names = [*ident.names, *(c for c in OWN if row.cell(c) is not None), KEY]
-            values = [*ident.texts, *(row.cell(c) for c in OWN if row.cell(c) is not None)]
-            conn.execute(
-                f"INSERT INTO {TABLE} ({', '.join(map(quote, names))}) "
-                f"VALUES ({', '.join('?' * len(names))})",
-                (*values, f"{ident.digest:032x}"),
-            )
+            own = [c for c in OWN if row.cell(c) is not None]
+            keys = self._known_keys(ident)
+            layout = (*ident.names, *own, KEY, *("?" * len(keys)))  # "?": one per key looked for
+            values = (*ident.texts, *(row.cell(c) for c in own), f"{ident.digest:032x}", *keys)
+            batches.setdefault(layout, []).append(values)
             if ident.func is None or ident.is_text:
                 kinds.note(ident.func, ident.is_text)
-            added += 1
-        self._note_kinds(conn, kinds)
+        before = conn.total_changes
+        for key, params in batches.items():
+            columns = [n for n in key if n != "?"]
+            looked = len(key) - len(columns)
+            statement = (
+                f"INSERT INTO {TABLE} ({', '.join(map(quote, columns))}) "
+                f"SELECT {', '.join('?' * len(columns))} WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * looked)}))"
+            )
+            try:
+                conn.executemany(statement, params)
+            except sqlite3.OperationalError:
+                # The table changed under the columns this process knew (dropped by a
+                # reset, widened by another worker): look again, then insert.
+                self._ensure_table(conn, names)
+                conn.executemany(statement, params)
+        added = conn.total_changes - before
+        if added:
+            self._note_kinds(conn, kinds)
         return added
 
     def _ensure_table(self, conn: sqlite3.Connection, names: list[str]) -> None:
