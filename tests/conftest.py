@@ -169,14 +169,19 @@ def postgres_server() -> Iterator[str]:
         return
     if _flag(SKIP_POSTGRES_ENV):
         pytest.skip(f"{SKIP_POSTGRES_ENV} is set")
-    bindir = _postgres_bindir() if os.name == "posix" and shutil.which("bash") else None
+    can_start = os.name == "posix" and shutil.which("bash") is not None  # for postgres.sh
+    bindir = _postgres_bindir() if can_start else None
     if bindir is None:
+        use_yours = (
+            f"set {POSTGRES_ENV}=postgresql://USER@HOST:PORT/DATABASE to use a server you run"
+        )
         message = (
             "no PostgreSQL server for these tests. Install PostgreSQL (Debian/Ubuntu: "
             "sudo apt-get install postgresql; macOS: brew install postgresql) and the tests "
             "start a throwaway server themselves (initdb and pg_ctl are looked for on PATH "
-            f"and in /usr/lib/postgresql/*/bin), or set {POSTGRES_ENV}="
-            "postgresql://USER@HOST:PORT/DATABASE to use a server you run"
+            f"and in /usr/lib/postgresql/*/bin), or {use_yours}"
+            if can_start
+            else f"no PostgreSQL server for these tests: {use_yours}"
         )
         if _flag("CI"):
             pytest.fail(message, pytrace=False)
