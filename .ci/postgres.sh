@@ -43,6 +43,8 @@ start)
     initdb=$(find_bin initdb)
     pg_ctl=$(find_bin pg_ctl)
     dir=$(mktemp -d /tmp/stet-pg.XXXXXX)
+    # Noted first, so that a start that fails halfway can still be stopped and removed.
+    echo "$dir" >"$dir/../stet-pg-dir.$port"
     chmod 755 "$dir"
     if [ "$(id -u)" -eq 0 ]; then
         id stetpg >/dev/null 2>&1 || useradd --system --no-create-home stetpg
@@ -50,7 +52,6 @@ start)
     fi
     as_user "'$initdb' -D '$dir/data' -A trust -U postgres --no-sync >'$dir/initdb.log' 2>&1"
     as_user "'$pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 60 -o \"-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start >/dev/null"
-    echo "$dir" >"$dir/../stet-pg-dir.$port"
     echo "postgresql://postgres@127.0.0.1:$port/postgres"
     ;;
 stop)
@@ -58,6 +59,9 @@ stop)
     pg_ctl=$(find_bin pg_ctl)
     as_user "'$pg_ctl' -D '$dir/data' -m immediate stop >/dev/null 2>&1" || true
     rm -rf "$dir"
+    for note in "$(dirname "$dir")"/stet-pg-dir.*; do  # and the note start left next to it
+        if [ "$(cat "$note" 2>/dev/null)" = "$dir" ]; then rm -f "$note"; fi
+    done
     ;;
 *)
     echo "usage: $0 start [PORT] | stop DIR" >&2
