@@ -87,6 +87,8 @@ class BaseBackend(ABC):
     suffixes: tuple[str, ...] = ()
     #: Human name of the format, used in messages.
     format_name = "store"
+    #: Whether `contains` is cheap next to a claim (a local file, not a round trip).
+    cheap_lookups = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.file = os.fspath(path)

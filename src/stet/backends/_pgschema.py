@@ -47,7 +47,9 @@ class _Sql:
 
     def __init__(self, table: str) -> None:
         t, c, led = _q(table), _q(f"{table}_claims"), _q(f"{table}_ledger")
+        seq = f"nextval('{_q(table + '_claims_seq')}')"
         self.records, self.claims_table, self.ledger = t, c, led
+        self.sequence = _q(f"{table}_claims_seq")
         self.lookup = f"SELECT 1 FROM {t} WHERE {KEY} = ANY(%s) LIMIT 1"
         self.found = f"SELECT {KEY} FROM {t} WHERE {KEY} = ANY(%s)"
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
@@ -60,17 +62,27 @@ class _Sql:
             f"false) FROM {t} WHERE {_NO_FUNC}"
         )
         cols = "run, host, place, pid, started, token, date_part('epoch', expires), gen"
-        self.claims = f"SELECT key, {cols}, expires < now() FROM {c}"
+        # Live claims. A completed run leaves a row with token '' (a tombstone, so a
+        # worker's view of recent changes learns it is done), a released one token '-'.
+        self.claims = f"SELECT key, {cols}, expires < now() FROM {c} WHERE token NOT IN ('', '-')"
+        self.changes = (
+            f"SELECT seq, key, token, host, place, pid, started, "
+            f"date_part('epoch', expires - now()) FROM {c} "
+            "WHERE seq > %s ORDER BY seq"
+        )
+        self.sweep = f"DELETE FROM {c} WHERE expires < now() - interval '600 seconds'"
+        self.forget_claims = f"DELETE FROM {c} WHERE key = ANY(%s) AND token = ''"
         self.claim = f"""
             WITH done AS (SELECT 1 FROM {t} WHERE {KEY} = ANY(%(keys)s) LIMIT 1),
             ins AS (
-                INSERT INTO {c} AS c (key, run, host, place, pid, started, token, expires, gen)
+                INSERT INTO {c} AS c
+                    (key, run, host, place, pid, started, token, expires, gen, seq)
                 SELECT %(key)s, %(run)s, %(host)s, %(place)s, %(pid)s, %(started)s, %(token)s,
-                       now() + %(lease)s * interval '1 second', 1
+                       now() + %(lease)s * interval '1 second', 1, {seq}
                 WHERE NOT EXISTS (SELECT 1 FROM done)
                 ON CONFLICT (key) DO UPDATE SET run = EXCLUDED.run, host = EXCLUDED.host,
                     place = EXCLUDED.place, pid = EXCLUDED.pid, started = EXCLUDED.started,
-                    token = EXCLUDED.token, expires = EXCLUDED.expires,
+                    token = EXCLUDED.token, expires = EXCLUDED.expires, seq = EXCLUDED.seq,
                     gen = CASE WHEN c.token = EXCLUDED.token THEN c.gen ELSE c.gen + 1 END
                 WHERE c.expires < now() OR c.token = EXCLUDED.token OR c.token = %(dead)s
                 RETURNING gen, date_part('epoch', expires) AS expires
@@ -84,7 +96,14 @@ class _Sql:
             FROM unnest(%s::text[], %s::text[], %s::float8[]) AS v(key, token, lease)
             WHERE c.key = v.key AND c.token = v.token RETURNING c.key
         """
-        self.release = f"DELETE FROM {c} WHERE key = %s AND token = %s"
+        self.release = (
+            f"UPDATE {c} SET token = '-', expires = now(), seq = {seq} "
+            "WHERE key = %s AND token = %s"
+        )
+        self.tombstone = (
+            f"UPDATE {c} SET token = '', expires = now() + interval '600 seconds', seq = {seq} "
+            "WHERE key = %s AND token = %s RETURNING 1"
+        )
         self.note = (
             f"INSERT INTO {led} (event, key, run, types, func, timestamp, details) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -96,10 +115,13 @@ class _Sql:
             f"SELECT count(*) FROM {led} WHERE key = %s AND event = %s AND id > "
             f"coalesce((SELECT max(id) FROM {led} WHERE key = %s AND event = %s), 0)"
         )
-        self.create_claims = (
+        self.create_claims = [
+            f"CREATE SEQUENCE IF NOT EXISTS {self.sequence}",
             f"CREATE TABLE IF NOT EXISTS {c} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
-            "place TEXT, pid INTEGER, started BIGINT, token TEXT, expires TIMESTAMPTZ, gen INTEGER)"
-        )
+            "place TEXT, pid INTEGER, started BIGINT, token TEXT, expires TIMESTAMPTZ, "
+            "gen INTEGER, seq BIGINT)",
+            f"CREATE INDEX IF NOT EXISTS {_q(table + '_claims_seq_idx')} ON {c} (seq)",
+        ]
         self.create_ledger = (
             f"CREATE TABLE IF NOT EXISTS {led} (id BIGSERIAL PRIMARY KEY, event TEXT, key TEXT, "
             "run TEXT, types TEXT, func TEXT, timestamp TEXT, details TEXT)"
@@ -178,8 +200,8 @@ class Schema:
         if self._ensured:
             return
         self.inspect(conn)
-        old_claims = self.has_claims and "place" not in self._tables(conn).get(
-            f"{self.backend.table}_claims", ["place"]
+        old_claims = self.has_claims and "seq" not in self._tables(conn).get(
+            f"{self.backend.table}_claims", ["seq"]
         )
         if (
             self.columns is None
@@ -209,9 +231,10 @@ class Schema:
             f"CREATE INDEX IF NOT EXISTS {_q(table + '_nofunc')} ON {t} ({KEY}) WHERE {_NO_FUNC}"
         )
         claims = tables.get(f"{table}_claims")
-        if claims is not None and "place" not in claims:
-            conn.execute(f"DROP TABLE {self.sql.claims_table}")  # 0.1's claims: transient
-        conn.execute(self.sql.create_claims)
+        if claims is not None and "seq" not in claims:
+            conn.execute(f"DROP TABLE {self.sql.claims_table}")  # an older stet's: transient
+        for statement in self.sql.create_claims:
+            conn.execute(statement)
         conn.execute(self.sql.create_ledger)
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {_q(table + '_ledger_key')} ON {self.sql.ledger} (key)"
@@ -293,7 +316,7 @@ class Schema:
         details = json.dumps(dict(extra or {}), ensure_ascii=False)
         query = f"""
             WITH rec AS ({insert} RETURNING 1),
-            gone AS (DELETE FROM {self.sql.claims_table} WHERE key = %s AND token = %s RETURNING 1),
+            gone AS ({self.sql.tombstone}),
             dup AS (
                 INSERT INTO {self.sql.ledger} (event, key, run, types, func, timestamp, details)
                 SELECT 'duplicate', %s, %s, %s, %s, %s,

@@ -31,6 +31,7 @@ from stet.backends._ledger import FAILURE, RESET, Event
 from stet.backends._pgconnect import psycopg_module, run
 from stet.backends._pgschema import Schema
 from stet.backends._pgurl import parse_url
+from stet.backends._pgview import View
 from stet.backends._records import describe, utc_now
 
 __all__ = ["PostgresBackend"]
@@ -73,6 +74,8 @@ class PostgresBackend(BaseBackend):
         self._local = _Local()
         self._reached = False  # the server answered once: later failures are retried
         self.schema.forget()
+        self._view = View()
+        self._completions = 0
 
     def bad(self, problem: str) -> StoreError:
         """An error naming this table and what is wrong."""
@@ -157,7 +160,10 @@ class PostgresBackend(BaseBackend):
             with conn.transaction():
                 removed = [(key, row) for key, row in self.schema.select(conn) if predicate(row)]
                 if removed:
-                    conn.execute(self.schema.sql.delete, ([key for key, _ in removed],))
+                    keys = [key for key, _ in removed]
+                    conn.execute(self.schema.sql.delete, (keys,))
+                    if self.schema.has_claims:  # the runs are to do again: not "done" there
+                        conn.execute(self.schema.sql.forget_claims, (keys,))
             return [row for _, row in removed]
 
         return self._run(remove)
@@ -212,6 +218,12 @@ class PostgresBackend(BaseBackend):
         }
 
         def attempt(conn: Any) -> tuple[Outcome, Claim | None]:
+            view = self._view
+            if view.stale() and self.schema.has_claims:
+                view.update(conn.execute(self.schema.sql.changes, (view.seq,)).fetchall())
+            known = view.answer(key, owner)
+            if known is not None:
+                return known
             params["keys"] = self._keys(ident, conn)
             # The claim, and then a fresh look at the records in the same round trip: a
             # worker that completed the run while the claim ran may not have been seen
@@ -223,6 +235,7 @@ class PostgresBackend(BaseBackend):
             done_now = recorded.fetchone() is not None
             done, gen, expires = row[0], row[1], row[2]
             if done:
+                view.forget()  # finished by another worker, and the view did not know
                 return Outcome.DONE, None
             if gen is not None:
                 if done_now:
@@ -230,11 +243,13 @@ class PostgresBackend(BaseBackend):
                     return Outcome.DONE, None
                 return Outcome.CLAIMED, Claim(key, params["run"], owner, float(expires), int(gen))
             if done_now:
+                view.forget()
                 return Outcome.DONE, None
             current = _claim(key, row[3:])
             if current is not None and current.owner.dead() and not params["dead"]:
                 params["dead"] = current.owner.token  # a process of this machine that ended
                 return attempt(conn)
+            view.forget()  # it did not know this claim: it is behind
             return Outcome.BUSY, current
 
         return self._run(attempt, write=True)
@@ -265,6 +280,9 @@ class PostgresBackend(BaseBackend):
             query, values = self.schema.complete(ident, owner, stamp, extra, keys)
             added, _ = conn.execute(query, values).fetchone()
             self.schema.note_kind(conn, ident)
+            self._completions += 1
+            if self._completions % 500 == 0:
+                conn.execute(self.schema.sql.sweep)  # tombstones of long-finished runs
             return bool(added)
 
         return self._run(finish, write=True)
