@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from stet._identity import Identity
@@ -203,12 +203,7 @@ class Schema:
         old_claims = self.has_claims and "seq" not in self._tables(conn).get(
             f"{self.backend.table}_claims", ["seq"]
         )
-        if (
-            self.columns is None
-            or self.memory is not None
-            or not (self.has_claims and self.has_ledger)
-            or old_claims
-        ):
+        if self.memory is not None or not (self.has_claims and self.has_ledger) or old_claims:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.backend.table),))
                 self._create(conn)
@@ -221,15 +216,9 @@ class Schema:
         table = self.backend.table
         tables = self._tables(conn)
         columns = tables.get(table)
-        t = self.sql.records
-        if columns is None:
-            defs = [f"{_q(c)} TEXT" for c in OWN]
-            conn.execute(f"CREATE TABLE {t} ({', '.join(defs)}, {KEY} TEXT NOT NULL UNIQUE)")
-        elif "_stet_func" not in columns:
+        if columns is not None and "_stet_func" not in columns:
             self._upgrade(conn, columns)
-        conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {_q(table + '_nofunc')} ON {t} ({KEY}) WHERE {_NO_FUNC}"
-        )
+            self._index(conn)
         claims = tables.get(f"{table}_claims")
         if claims is not None and "seq" not in claims:
             conn.execute(f"DROP TABLE {self.sql.claims_table}")  # an older stet's: transient
@@ -259,18 +248,32 @@ class Schema:
             (keys, ids),
         )
 
-    def widen(self, conn: Any, names: set[str]) -> None:
-        """Add key columns the table lacks (rare: once per new key parameter)."""
-        missing = sorted(n for n in names if n not in (self.columns or []))
-        if not missing:
+    def widen(self, conn: Any, names: Sequence[str]) -> None:
+        """Create the records table, or add key columns it lacks (once per new name).
+
+        The table is created by the first run recorded or claimed, with that run's key
+        columns first, then stet's.
+        """
+        missing = [n for n in names if n not in (self.columns or [])]
+        if self.columns is not None and not missing:
             return
+        t = self.sql.records
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.backend.table),))
-            for name in missing:
-                conn.execute(
-                    f"ALTER TABLE {self.sql.records} ADD COLUMN IF NOT EXISTS {_q(name)} TEXT"
-                )
-        self.columns = [*(self.columns or []), *missing]
+            if self._tables(conn).get(self.backend.table) is None:
+                defs = [f"{_q(c)} TEXT" for c in (*names, *OWN)]
+                conn.execute(f"CREATE TABLE {t} ({', '.join(defs)}, {KEY} TEXT NOT NULL UNIQUE)")
+                self._index(conn)
+            else:
+                for name in missing:
+                    conn.execute(f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {_q(name)} TEXT")
+        self.columns = self._tables(conn).get(self.backend.table)
+
+    def _index(self, conn: Any) -> None:
+        name = _q(self.backend.table + "_nofunc")
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON {self.sql.records} ({KEY}) WHERE {_NO_FUNC}"
+        )
 
     def note_kind(self, conn: Any, ident: Identity) -> None:
         if ident.func is None:

@@ -138,7 +138,7 @@ class PostgresBackend(BaseBackend):
         stamp = utc_now()
 
         def insert(conn: Any) -> int:
-            self.schema.widen(conn, {n for i in idents for n in i.names})
+            self.schema.widen(conn, list(dict.fromkeys(n for i in idents for n in i.names)))
             added = 0
             with conn.transaction():
                 for ident in idents:
@@ -218,6 +218,7 @@ class PostgresBackend(BaseBackend):
         }
 
         def attempt(conn: Any) -> tuple[Outcome, Claim | None]:
+            self.schema.widen(conn, ident.names)  # the claim looks at the records table
             view = self._view
             if view.stale() and self.schema.has_claims:
                 view.update(conn.execute(self.schema.sql.changes, (view.seq,)).fetchall())
@@ -275,7 +276,7 @@ class PostgresBackend(BaseBackend):
         stamp = utc_now()
 
         def finish(conn: Any) -> bool:
-            self.schema.widen(conn, set(ident.names))
+            self.schema.widen(conn, ident.names)
             keys = self._keys(ident, conn)
             query, values = self.schema.complete(ident, owner, stamp, extra, keys)
             added, _ = conn.execute(query, values).fetchone()
