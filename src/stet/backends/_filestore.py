@@ -17,6 +17,7 @@ append). Everything else, and every guarantee, lives here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import stat
@@ -55,6 +56,7 @@ class FileBackend(FileFormat, BaseBackend):
         self._writer: int | None = None  # descriptor for writes, and its inode
         self._writer_ino = -1
         self._writable_checked = False
+        self._exit_snapshot = False  # the exit hook that saves the index is registered
         self.claims.forget()
         self._forget()
 
@@ -67,6 +69,7 @@ class FileBackend(FileFormat, BaseBackend):
         self._torn = False  # an incomplete record follows _end
         self._state: dict[str, Any] = {}
         self._count = 0  # records read or written, for the snapshot policy
+        self._snapshot_count = 0  # records the snapshot on disk holds (as far as we know)
         self._columns_of: Any = None
         self._column_set: set[str] = set()
 
@@ -146,6 +149,7 @@ class FileBackend(FileFormat, BaseBackend):
                 pass  # the bytes after the snapshot are not whole records: read it all
             else:
                 self._index, self._count = index, len(index)
+                self._snapshot_count = self._count
                 self._remember(parsed, sig, data[max(parsed.end - _GUARD, 0) : parsed.end])
                 if tail > max(SNAPSHOT_MIN, self._count // 4):
                     self._save_snapshot(data)
@@ -159,6 +163,28 @@ class FileBackend(FileFormat, BaseBackend):
     def _save_snapshot(self, data: bytes) -> None:
         if self.lock.writable():
             self.snapshot.save(self._index, data, self._end, self._state)
+            self._snapshot_count = self._count
+
+    def _snapshot_now(self) -> None:
+        """Save the index of a store that grew through this process. Caller holds the lock.
+
+        Called when the store has doubled since the last snapshot (so the cost of reading
+        and hashing it stays a constant share per record) and when a process that
+        recorded exits: the next process then starts from the snapshot.
+        """
+        if self._sig is not None and not self._torn and self._count >= SNAPSHOT_MIN:
+            data = self._read(0)
+            if len(data) >= self._end:
+                self._save_snapshot(data)
+
+    def _snapshot_at_exit(self) -> None:
+        def save() -> None:
+            self._refresh()
+            self._snapshot_now()
+
+        with contextlib.suppress(Exception):
+            if self._count > self._snapshot_count:
+                self._locked(save)
 
     def _remember(self, parsed: Parsed, sig: tuple[int, int, int], guard: bytes) -> None:
         """Keep where ``parsed`` left off, and the bytes just before that point."""
@@ -275,6 +301,11 @@ class FileBackend(FileFormat, BaseBackend):
             for ident in new:
                 self._index.add_identity(ident)
             self._count += len(new)
+        if not self._exit_snapshot:
+            self._exit_snapshot = True
+            atexit.register(self._snapshot_at_exit)
+        if self._count >= max(SNAPSHOT_MIN, 2 * self._snapshot_count):
+            self._snapshot_now()
         return len(new)
 
     def _append(self, rows: list[Row]) -> None:

@@ -34,6 +34,7 @@ from stet.backends._atomic import atomic_write
 from stet.backends._fileformat import Parsed
 from stet.backends._filestore import FileBackend
 from stet.backends._filewrite import repair_torn
+from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
 from stet.backends._records import (
     FUNC,
@@ -160,9 +161,9 @@ class ParquetBackend(FileBackend):
             self._remember(parsed, sig, guard)
         else:
             self._state = parsed.state
-        if self._count >= 20_000 and saved is None and sig is not None:
+        if self._count >= SNAPSHOT_MIN and saved is None:
             self._state["journal_count"] = self._journal_count
-            self._save_snapshot(journal)
+            self.snapshot.save(self._index, journal, parsed.end, self._state)
 
     def _read_file(self, path: str) -> bytes:
         try:
@@ -294,14 +295,23 @@ class ParquetBackend(FileBackend):
 
     def _rewrite(self, rows: list[Row]) -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
-        self._write_table(self._table_of(rows), None)
+        written = self._write_table(self._table_of(rows), None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_file)
-        self.snapshot.remove()
         self._forget()
         self._index.add_rows(rows)
         self._base_count = self._count = len(rows)
         self._base_sig = _sig(self.file)
+        self._state = {"line": 1, "base": written, "base_count": self._base_count}
+        self._save_folded()
+
+    def _save_folded(self) -> None:
+        """Snapshot the index of the Parquet file just written (the journal is empty)."""
+        if self._count >= SNAPSHOT_MIN:
+            self.snapshot.save(self._index, b"", 0, {**self._state, "journal_count": 0})
+            self._snapshot_count = self._count
+        else:
+            self.snapshot.remove()
 
     def _fold(self) -> None:
         """Move the journal's records into the Parquet file. Caller holds the lock."""
@@ -347,7 +357,7 @@ class ParquetBackend(FileBackend):
         self._end = 0
         self._guard = b""
         self._state = {"line": 1, "base": written, "base_count": self._base_count}
-        self.snapshot.remove()
+        self._save_folded()
 
     def _fold_at_exit(self) -> None:
         with contextlib.suppress(Exception):
