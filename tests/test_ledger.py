@@ -508,6 +508,34 @@ def test_a_failure_in_a_script_notes_its_cluster_job(
 # -- known problems ------------------------------------------------------------------
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="Reporter.skipped counts a max_attempts skip with the completed-run skips, so "
+    "after the first ten skip lines of a resume its reason is hidden behind 'Skipping "
+    "more completed runs ... without a line each'",
+)
+def test_max_attempts_says_why_also_after_many_skips(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @stet.once(store, max_attempts=1)
+    def train(seed: int) -> None:
+        if seed == 99:
+            raise ValueError("diverged")
+
+    with pytest.raises(ValueError):
+        train(99)
+    for seed in range(20):
+        train(seed)
+    for seed in range(20):
+        train(seed)  # a resume: twenty completed runs skipped
+    capsys.readouterr()
+    train(99)
+    assert capsys.readouterr().out.splitlines() == [
+        "[stet] Skipping train(seed=99): it failed 1 times (max_attempts=1); "
+        "train.reset(...) lets it run again"
+    ]
+
+
 class UnprintableError(Exception):
     """An exception whose message cannot be made (its ``__str__`` fails)."""
 
