@@ -59,12 +59,9 @@ def main() -> None:
 
     (work / "worker.py").write_text(WORKER, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = "hostname {} && exec " + sys.executable + " worker.py {}"
     workers = [
-        subprocess.Popen(
-            ["unshare", "--uts", "sh", "-c", f"hostname {host} && exec {sys.executable} "
-             f"worker.py {seed}"],
-            env=env,
-        )  # fmt: skip
+        subprocess.Popen(["unshare", "--uts", "sh", "-c", command.format(host, seed)], env=env)
         for host, seed in (("gpu03", 0), ("gpu04", 1))
     ]
     while not all((work / f"started-{seed}").exists() for seed in (0, 1)):
