@@ -136,6 +136,15 @@ def test_status_text_is_its_lines(sweep: stet.OnceFunction[..., None]) -> None:
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="stet.status returns a stet._status.Status, but stet does not export Status: "
+    "code that annotates or checks the summary must import it from a private module",
+)
+def test_status_type_is_public(sweep: stet.OnceFunction[..., None]) -> None:
+    assert isinstance(stet.status(sweep.store), getattr(stet, "Status", ()))
+
+
 def test_status_html_has_the_counts(sweep: stet.OnceFunction[..., None]) -> None:
     summary = stet.status(sweep.store)
     rows = summary_rows(summary._repr_html_())
