@@ -26,6 +26,8 @@ from stet.backends import get_backend
 
 EXTENSIONS = (".csv", ".json", ".sqlite", ".parquet")
 TESTS_DIR = Path(__file__).resolve().parent
+#: The stet source these tests are about; children import it before any installed copy.
+SRC_DIR = TESTS_DIR.parent / "src"
 PYTHON = sys.executable
 
 #: Whether tests may start processes with multiprocessing's "fork" method. Windows has
@@ -318,12 +320,14 @@ def read_until_done(
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: this one, tests importable, stet quiet off."""
+    """The environment for a child Python: this one, tests and this checkout's stet
+    importable first, stet quiet off."""
     env = dict(os.environ)
     env.pop("STET_QUIET", None)
     env.pop("STET_LOCK_TIMEOUT", None)
     old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(TESTS_DIR) + (os.pathsep + old if old else "")
+    first = os.pathsep.join((str(TESTS_DIR), str(SRC_DIR)))
+    env["PYTHONPATH"] = first + (os.pathsep + old if old else "")
     env.update(extra)
     return env
 

@@ -438,3 +438,104 @@ def test_skip_line_cuts_long_values(store: Path, capsys: pytest.CaptureFixture[s
     f("x" * 500, 1)
     line = capsys.readouterr().out.strip()
     assert line == f"[stet] Skipping f(note='{'x' * 56}..., n=1)"
+
+
+# -- the store given positionally, and ignore= ---------------------------------------
+
+
+def test_store_given_positionally(tmp_path: Path, ext: str) -> None:
+    calls: list[int] = []
+
+    @stet.once(f"runs{ext}")  # relative: the current directory (tmp_path) when decorating
+    def f(x: int) -> None:
+        calls.append(x)
+
+    f(1)
+    f(1)
+    assert calls == [1]
+    assert f.store == str(tmp_path / f"runs{ext}")
+    assert get_backend(tmp_path / f"runs{ext}").has({"x": 1})
+
+
+def test_store_given_positionally_as_a_path_with_options(tmp_path: Path) -> None:
+    @stet.once(tmp_path / "sub" / "runs.sqlite", key="x", quiet=True)
+    def f(x: int, y: int) -> None:
+        pass
+
+    f(1, 2)
+    assert f.has(1, 99)
+    assert f.store == str(tmp_path / "sub" / "runs.sqlite")
+
+
+def test_store_given_twice_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="got the store twice"):
+        stet.once("a.csv", store="b.csv")  # type: ignore[call-overload]
+
+
+def test_a_positional_argument_that_is_neither_function_nor_path(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"takes a function, or the store as a path; got int"):
+        stet.once(3)  # type: ignore[call-overload]
+
+
+def test_ignore_is_the_complement_of_key(store: Path) -> None:
+    calls: list[tuple[float, int, bool, str]] = []
+
+    @stet.once(store, ignore=["verbose", "device"])
+    def f(alpha: float, seed: int, verbose: bool = False, device: str = "cpu") -> None:
+        calls.append((alpha, seed, verbose, device))
+
+    assert f.key == ("alpha", "seed")
+    f(0.1, 1)
+    f(0.1, 1, verbose=True, device="cuda:0")  # same run: the ignored ones do not count
+    f(0.1, 2, device="cuda:1")
+    assert calls == [(0.1, 1, False, "cpu"), (0.1, 2, False, "cuda:1")]
+    [first, _] = get_backend(store).load()
+    assert [name for name in first if not name.startswith("_stet_")] == ["alpha", "seed"]
+
+
+def test_ignore_and_the_equivalent_key_are_the_same_runs(store: Path) -> None:
+    def body(alpha: float, seed: int, verbose: bool = False) -> None:
+        pass
+
+    by_key = stet.once(store, key=["alpha", "seed"], name="train", quiet=True)(body)
+    by_ignore = stet.once(store, ignore="verbose", name="train", quiet=True)(body)
+    assert by_key.key == by_ignore.key == ("alpha", "seed")
+    by_key(0.1, 1)
+    assert by_ignore.has(0.1, 1, verbose=True)
+    assert list(by_ignore.pending({"alpha": [0.1, 0.2], "seed": [1]})) == [
+        {"alpha": 0.2, "seed": 1}
+    ]
+
+
+def test_ignore_on_a_method_still_leaves_out_self(store: Path) -> None:
+    class Model:
+        @stet.once(store, ignore=["workers"])
+        def fit(self, lr: float, workers: int = 4) -> None:
+            pass
+
+    assert Model.fit.key == ("lr",)
+
+
+def test_ignore_naming_no_parameter_fails_at_decoration(store: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"ignore names \['verbos'\].*parameters are: alpha, verbose"
+    ):
+
+        @stet.once(store, ignore=["verbos"])
+        def f(alpha: float, verbose: bool = False) -> None:
+            pass
+
+
+@pytest.mark.parametrize(
+    ("key", "ignore"),
+    [(["alpha"], ["verbose"]), ("alpha", "verbose"), ([], [])],
+    ids=["lists", "strings", "empty"],
+)
+def test_key_and_ignore_together_is_a_value_error(
+    store: Path, key: list[str] | str, ignore: list[str] | str
+) -> None:
+    with pytest.raises(ValueError, match="give key= or ignore= for f, not both"):
+
+        @stet.once(store, key=key, ignore=ignore)
+        def f(alpha: float, verbose: bool = False) -> None:
+            pass
