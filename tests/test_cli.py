@@ -266,11 +266,6 @@ def test_show_failed_without_failures_prints_only_the_header(tmp_path: Path) -> 
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a CSV store whose every call failed has only runs.csv.ledger.jsonl; "
-    "stet._utilities.existing says 'no store at runs.csv' (exit 1)",
-)
 def test_show_failed_when_every_run_failed(tmp_path: Path) -> None:
     @stet.once(tmp_path / "runs.csv", quiet=True)
     def train(seed: int) -> None:

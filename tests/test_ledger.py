@@ -78,13 +78,6 @@ def failures_of(store: str) -> list[dict[str, Any]]:
     return [event for event in raw_ledger(store) if event["event"] == "failure"]
 
 
-def known_bug(request: pytest.FixtureRequest, stores: tuple[str, ...], reason: str) -> None:
-    """Mark this test a strict xfail when it runs on a store ending in one of ``stores``."""
-    params = request.node.callspec.params
-    if str(params.get("any_store", params.get("ext", ""))).endswith(stores):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 # -- a call that raises --------------------------------------------------------------
 
 
@@ -276,12 +269,6 @@ def test_a_csv_store_with_failures_reads_as_completed_runs_only(tmp_path: Path) 
 def test_reset_of_the_whole_store_removes_its_ledger(
     any_store: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        (".parquet",),
-        "ParquetBackend.drop overrides FileBackend.drop and does not remove "
-        "<store>.ledger.jsonl, so the failures outlive stet.reset(store)",
-    )
 
     @stet.once(any_store, quiet=True)
     def train(seed: int) -> None:
@@ -299,14 +286,6 @@ def test_reset_of_the_whole_store_removes_its_ledger(
 def test_a_decorated_function_keeps_working_after_its_store_is_reset(
     any_store: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        (".sqlite", "postgres"),
-        "SQLite and PostgreSQL backends keep what they learnt of the tables (columns, "
-        "schema) after stet.reset dropped them through another backend object; the next "
-        "lookup fails with 'no such table' / 'relation does not exist', raised as a "
-        "StoreError that calls the store unusable",
-    )
     calls: list[int] = []
 
     @stet.once(any_store, quiet=True)
@@ -323,13 +302,6 @@ def test_a_decorated_function_keeps_working_after_its_store_is_reset(
 def test_a_store_whose_every_run_failed_so_far_shows_its_failures(
     any_store: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        (".csv", ".json", ".parquet"),
-        "stet._utilities.existing requires the store file; a file store whose every call "
-        "failed has only <store>.ledger.jsonl, so status and load(failed=True) raise "
-        "FileNotFoundError ('no store at ...')",
-    )
 
     @stet.once(any_store, quiet=True)
     def train(seed: int) -> None:
@@ -384,12 +356,6 @@ def test_max_attempts_skips_a_run_saying_why_until_reset(
 def test_reset_lets_a_run_that_only_ever_failed_run_again(
     any_store: str, request: pytest.FixtureRequest
 ) -> None:
-    known_bug(
-        request,
-        (".sqlite",),
-        "SqliteBackend.discard runs 'DELETE FROM stet_records' even when that table does not "
-        "exist yet (every call so far failed), which raises a StoreError",
-    )
     calls: list[int] = []
 
     @stet.once(any_store, quiet=True, max_attempts=1)
@@ -409,13 +375,6 @@ def test_reset_lets_a_run_that_only_ever_failed_run_again(
 def test_attempts_are_numbered_without_max_attempts(
     any_store: str, request: pytest.FixtureRequest
 ) -> None:
-    request.applymarker(
-        pytest.mark.xfail(
-            strict=True,
-            reason="Runner.begin reads the failure count only when max_attempts is set, "
-            "so without it every failure is noted as attempt 1",
-        )
-    )
 
     @stet.once(any_store, quiet=True)
     def train(seed: int) -> None:
@@ -508,12 +467,6 @@ def test_a_failure_in_a_script_notes_its_cluster_job(
 # -- known problems ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Reporter.skipped counts a max_attempts skip with the completed-run skips, so "
-    "after the first ten skip lines of a resume its reason is hidden behind 'Skipping "
-    "more completed runs ... without a line each'",
-)
 def test_max_attempts_says_why_also_after_many_skips(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -543,12 +496,6 @@ class UnprintableError(Exception):
         raise RuntimeError("cannot describe this error")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Call.failed builds the ledger event (str(error)) outside _quietly, so an "
-    "exception whose __str__ raises is replaced by that RuntimeError: the caller no "
-    "longer sees the body's own exception",
-)
 def test_the_caller_sees_the_bodys_exception_even_if_it_cannot_be_printed(store: Path) -> None:
     @stet.once(store, quiet=True)
     def train(seed: int) -> None:
@@ -558,12 +505,6 @@ def test_the_caller_sees_the_bodys_exception_even_if_it_cannot_be_printed(store:
         train(1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load(failed=True) returns every key column as text, while load() types "
-    "them from _stet_types: seed == 1 finds nothing, and merging failures with "
-    "completed runs or results does not match",
-)
 def test_load_failed_types_key_columns_like_load(store: Path) -> None:
     @stet.once(store, quiet=True)
     def train(alpha: float, seed: int) -> None:
@@ -581,12 +522,6 @@ def test_load_failed_types_key_columns_like_load(store: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_status counts every failure since the run's last reset, also of runs "
-    "that completed since: a flaky run that failed once and then completed shows in "
-    "both 'N completed' and 'M failed (K distinct runs)', as if still failing",
-)
 def test_status_counts_only_failures_of_runs_not_completed(any_store: str) -> None:
     attempts: list[int] = []
 

@@ -136,11 +136,6 @@ def test_status_text_is_its_lines(sweep: stet.OnceFunction[..., None]) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stet.status returns a stet._status.Status, but stet does not export Status: "
-    "code that annotates or checks the summary must import it from a private module",
-)
 def test_status_type_is_public(sweep: stet.OnceFunction[..., None]) -> None:
     assert isinstance(stet.status(sweep.store), getattr(stet, "Status", ()))
 
@@ -217,11 +212,6 @@ def test_status_html_lists_runs_in_progress_with_their_host(held: str) -> None:
     assert "<b>x</b>" not in html  # values are escaped, never markup
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim does not keep when it was taken (only when its lease ends), so "
-    "status shows 'lease N s left' instead of how long the run has been running",
-)
 def test_status_html_shows_how_long_a_run_has_been_running(held: str) -> None:
     time.sleep(2.2)
     html = stet.status(held)._repr_html_()
@@ -357,11 +347,6 @@ def test_the_summary_line_is_logged_at_exit(tmp_path: Path) -> None:
     assert lines[1] == "stet INFO Skipping train(seed=1)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stet.reset prints its messages ('Removed entry', 'Store cleared') with "
-    "print(), not through stet._messages.say, so the 'stet' logger never sees them",
-)
 def test_reset_messages_go_to_the_stet_logger(
     sweep: stet.OnceFunction[..., None], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -101,15 +101,6 @@ for point in todo:
 def test_pending_is_the_first_thing_a_resumed_script_asks(
     any_store: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if any_store.endswith(".sqlite"):
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="SqliteBackend.index reads self._memory before _ensure_process has "
-                "set it, so in a new process pending() on an existing SQLite store fails "
-                "with AttributeError when nothing else touched the store first",
-            )
-        )
     (tmp_path / "sweep.py").write_text(RESUMED, encoding="utf-8")
     counts = []
     for _ in range(3):  # three runs of the script, each a new process

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from stet._decorator import OnceFunction, once
 from stet._errors import StoreError, StoreLockTimeout, StoreWarning
+from stet._status import Status
 from stet._utilities import load, reset, status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "OnceFunction",
+    "Status",
     "StoreError",
     "StoreLockTimeout",
     "StoreWarning",

@@ -39,7 +39,7 @@ class Call:
         lease: float,
         meta: str | None,
         reporter: Any,
-        attempt: int = 1,
+        attempt: int | None = None,
     ) -> None:
         self.backend = backend
         self.ident = ident
@@ -87,10 +87,17 @@ class Call:
                 self._quietly(lambda: self.backend.release(self.ident, owner))
             return
         self.reporter.failed += 1
-        event = failure_event(self.ident, error, self.attempt, time.perf_counter() - self.started)
+        seconds = time.perf_counter() - self.started
         if owner is not None:
             self._quietly(lambda: self.backend.release(self.ident, owner))
-        self._quietly(lambda: self.backend.note(event))
+        self._quietly(lambda: self.backend.note(self._failure(error, seconds)))
+
+    def _failure(self, error: Exception, seconds: float) -> Any:
+        """The ledger event of this failure (its attempt counted now, if not known yet)."""
+        attempt = self.attempt
+        if attempt is None:
+            attempt = self.backend.failures(self.ident) + 1
+        return failure_event(self.ident, error, attempt, seconds)
 
     def _quietly(self, action: Any) -> None:
         # The body's own exception is what the caller must see; a store problem while

@@ -87,7 +87,7 @@ class Reporter:
         quiet = self._quiet()
         if quiet:
             return
-        if quiet is None and skips > SKIP_LINES:
+        if quiet is None and skips > SKIP_LINES and why is None:
             if skips == SKIP_LINES + 1:
                 say(
                     f"[stet] Skipping more completed runs of {self.name} without a line "

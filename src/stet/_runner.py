@@ -70,7 +70,7 @@ class Runner:
         if (not self.claim or backend.cheap_lookups) and backend.contains(ident):
             reporter.skipped(ident)
             return None
-        attempt = 1
+        attempt = None  # without max_attempts, counted only when the call fails
         if self.max_attempts is not None:
             failures = backend.failures(ident)
             if failures >= self.max_attempts:

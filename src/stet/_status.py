@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from stet._identity import identity_of
+from stet._identity import Identity, identity_of, parse_types
 from stet.backends._claims import Claim
-from stet.backends._ledger import DUPLICATE, FAILURE, RESET
+from stet.backends._ledger import DUPLICATE, FAILURE, RESET, Event
 
 if TYPE_CHECKING:
     from stet.backends import BaseBackend
@@ -127,12 +127,13 @@ class Status:
         if self.running:
             now = time.time()
             running = "".join(
-                f"<tr><td>{e(c.run)}</td><td>{e(_owner(c))}</td><td>{e(_age(c, now))}</td></tr>"
+                f"<tr><td>{e(c.run)}</td><td>{e(_owner(c))}</td>"
+                f"<td>{e(_running_for(c, now))}</td></tr>"
                 for c in self.running
             )
             table += (
                 f"<p><b>{len(self.running)} runs in progress</b></p><table class='stet-running'>"
-                f"<tr><th>run</th><th>worker</th><th>claimed</th></tr>{running}</table>"
+                f"<tr><th>run</th><th>worker</th><th>running for</th></tr>{running}</table>"
             )
         return f"<div class='stet'><p><b>stet</b> status</p>{table}</div>"
 
@@ -144,6 +145,16 @@ def _owner(claim: Claim) -> str:
 def _age(claim: Claim, now: float) -> str:
     left = claim.expires - now
     return f"lease {left:.0f} s left" if left >= 0 else "lease expired"
+
+
+def _running_for(claim: Claim, now: float) -> str:
+    """How long the claim's worker has been running it (its lease, if not recorded)."""
+    if claim.since is None:
+        return _age(claim, now)
+    seconds = max(int(now - claim.since), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
 def build_status(backend: BaseBackend, where: str, grid: Any = None) -> Status:
@@ -161,13 +172,22 @@ def build_status(backend: BaseBackend, where: str, grid: Any = None) -> Status:
         running=backend.in_progress(),
     )
     failures: dict[str, int] = {}
+    last: dict[str, Event] = {}
     for event in backend.events():
         if event.kind == FAILURE:
             failures[event.key] = failures.get(event.key, 0) + 1
+            last[event.key] = event
         elif event.kind == RESET:
             failures.pop(event.key, None)
         elif event.kind == DUPLICATE:
             status.duplicates += 1
+    if failures:
+        # A run that failed and then completed is done, not failed.
+        keys = list(failures)
+        done = backend.completed([_run_of(last[key]) for key in keys])
+        for key, finished in zip(keys, done, strict=True):
+            if finished:
+                del failures[key]
     status.failed = sum(failures.values())
     status.failed_runs = len(failures)
     if grid is not None:
@@ -175,6 +195,13 @@ def build_status(backend: BaseBackend, where: str, grid: Any = None) -> Status:
         if status.done < status.total:
             status.eta = eta([row.timestamp for row in rows], status.total - status.done)
     return status
+
+
+def _run_of(event: Event) -> Identity:
+    """The run a ledger event is about."""
+    names, tags = parse_types(event.types)
+    texts = tuple(event.run[name] for name in names)
+    return Identity(names, tags, texts, event.func, int(event.key, 16))
 
 
 def progress(backend: BaseBackend, grid: Any) -> tuple[int, int]:

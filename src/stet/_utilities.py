@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from stet._decorator import DEFAULT_STORE
 from stet._errors import StoreError
 from stet._identity import parse_types
+from stet._messages import say
 from stet._status import Status, build_status
 from stet.backends import BaseBackend, get_backend, is_url
 from stet.backends._ledger import FAILURE, RESET
@@ -29,12 +30,20 @@ def existing(store_path: str | os.PathLike[str]) -> BaseBackend:
         FileNotFoundError: naming the store when there is none.
     """
     backend = get_backend(store_path)
-    if not backend.exists():
+    if not backend.exists() and not _has_failures(backend):
         raise FileNotFoundError(
             f"stet: no store at {backend.location}; it is created when the first "
             "decorated call completes (check the path and the current directory)"
         )
     return backend
+
+
+def _has_failures(backend: BaseBackend) -> bool:
+    """Whether a store without records has a ledger (every call so far failed)."""
+    try:
+        return bool(backend.events())
+    except NotImplementedError:
+        return False
 
 
 def where(store_path: str | os.PathLike[str], backend: BaseBackend) -> str:
@@ -122,10 +131,10 @@ def reset(
         if not yes and _interactive():
             answer = input(f"[stet] Remove all {count} records from {shown}? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
-                print("[stet] Aborted.")
+                say("[stet] Aborted.")
                 return 0
         backend.drop()
-        print(f"[stet] Store cleared: {shown}")
+        say(f"[stet] Store cleared: {shown}")
         return count
     columns = backend.key_columns()
     unknown = [name for name in key_dict if name not in columns]
@@ -137,11 +146,11 @@ def reset(
         )
     removed = backend.remove(key_dict)
     if not removed:
-        print(f"[stet] No record matches {dict(key_dict)} in {shown}; nothing removed.")
+        say(f"[stet] No record matches {dict(key_dict)} in {shown}; nothing removed.")
     elif removed == 1:
-        print(f"[stet] Removed entry: {dict(key_dict)}")
+        say(f"[stet] Removed entry: {dict(key_dict)}")
     else:
-        print(f"[stet] Removed {removed} entries: {dict(key_dict)}")
+        say(f"[stet] Removed {removed} entries: {dict(key_dict)}")
     return removed
 
 
@@ -249,7 +258,8 @@ def _failures(backend: BaseBackend) -> pd.DataFrame:
     names: dict[str, None] = {}
     for event in kept:
         names.update(dict.fromkeys(event.run))
-    data: dict[str, Any] = {name: [e.run.get(name) for e in kept] for name in names}
+    runs = [Row(dict(e.run), e.types or None, e.timestamp) for e in kept]
+    data: dict[str, Any] = _typed_columns(runs, list(names))
     data["_stet_func"] = [e.func for e in kept]
     for column in ("error", "traceback", "attempt", "host", "job", "duration"):
         data[column] = [e.details.get(column) for e in kept]

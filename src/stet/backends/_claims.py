@@ -85,6 +85,7 @@ class Claim:
         generation: 1 for a fresh claim, one more for each takeover.
         expired: whether the lease had run out when the claim was read (judged by the
             store's clock where the store has one).
+        since: when its worker took the claim (the store's clock, seconds), if known.
     """
 
     key: str
@@ -93,6 +94,7 @@ class Claim:
     expires: float
     generation: int = 1
     expired: bool = False
+    since: float | None = None
 
     def stale(self) -> bool:
         """Whether another worker may take this run over.

@@ -65,6 +65,7 @@ class FileClaims:
             return None
         try:
             expires = float(item["expires"])
+            since = item.get("since")
             return Claim(
                 key,
                 str(item["run"]),
@@ -72,6 +73,7 @@ class FileClaims:
                 expires,
                 int(item.get("gen", 1)),
                 expired=expires < now,
+                since=None if since is None else float(since),
             )
         except (KeyError, TypeError, ValueError):
             return None  # a damaged line claims nothing
@@ -98,14 +100,18 @@ class FileClaims:
             _apply(self._entries, item)
 
     @staticmethod
-    def _line(key: str, ident: Identity, owner: Owner, lease: float, gen: int) -> dict[str, Any]:
+    def _line(
+        key: str, ident: Identity, owner: Owner, lease: float, gen: int, since: float | None
+    ) -> dict[str, Any]:
+        now = time.time()
         return {
             "op": "claim",
             "key": key,
             "run": describe(ident),
             "owner": owner.to_json(),
-            "expires": time.time() + lease,
+            "expires": now + lease,
             "gen": gen,
+            "since": now if since is None else since,
         }
 
     # -- the claims API -------------------------------------------------------------
@@ -123,8 +129,13 @@ class FileClaims:
             current = self._claim_of(key, time.time())
             if current is not None and not current.held_by(owner) and not current.stale():
                 return Outcome.BUSY, current
-            gen = 1 if current is None else current.generation + (not current.held_by(owner))
-            line = self._line(key, ident, owner, lease, gen)
+            since = None
+            gen = 1
+            if current is not None:
+                mine = current.held_by(owner)
+                since = current.since if mine else None
+                gen = current.generation + (not mine)
+            line = self._line(key, ident, owner, lease, gen, since)
             self._write([line])
             return Outcome.CLAIMED, self._claim_of(key, time.time())
 
@@ -144,7 +155,8 @@ class FileClaims:
                 if current is None or not current.held_by(owner):
                     lost.append(ident)
                 else:
-                    lines.append(self._line(key, ident, owner, lease, current.generation))
+                    line = self._line(key, ident, owner, lease, current.generation, current.since)
+                    lines.append(line)
             if lines:
                 self._write(lines)
             return lost

@@ -101,11 +101,15 @@ def _event(kind: str, ident: Identity, details: dict[str, Any] | None = None) ->
 def failure_event(ident: Identity, error: BaseException, attempt: int, seconds: float) -> Event:
     """The event of a call of ``ident`` that raised ``error`` after ``seconds``."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        message = f"{type(error).__name__}: {error}"
+    except Exception:  # its __str__ failed: the type still says what happened
+        message = f"{type(error).__name__}: <the exception's message could not be made>"
     return _event(
         FAILURE,
         ident,
         {
-            "error": f"{type(error).__name__}: {error}"[:1000],
+            "error": message[:1000],
             "traceback": text[-2000:],  # the tail: where it failed
             "attempt": attempt,
             "host": HOSTNAME,

@@ -31,6 +31,7 @@ from typing import Any
 
 from stet._errors import StoreError
 from stet.backends._atomic import atomic_write
+from stet.backends._base import Lookup
 from stet.backends._fileformat import Parsed
 from stet.backends._filestore import FileBackend
 from stet.backends._filewrite import repair_torn
@@ -111,6 +112,10 @@ class ParquetBackend(FileBackend):
         self._ensure_process()
         if _sig(self.log_file) != self._sig or _sig(self.file) != self._base_sig:
             self._locked(self._refresh)
+
+    def contains(self, ident: Lookup) -> bool:
+        self._sync()  # the journal and the Parquet file: two files to look at
+        return self._index.has(ident)
 
     def _refresh(self) -> None:
         self._check_regular()
@@ -420,6 +425,7 @@ class ParquetBackend(FileBackend):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.log_file)
             self.snapshot.remove()
+            self.claims.ledger.remove()  # its failures go with the store
             self._forget()
 
         self._locked(remove)

@@ -104,6 +104,7 @@ def run(store: PostgresBackend, op: Callable[[Any], T], write: bool = False) -> 
     deadline: float | None = None
     pause = 0.05
     warned = False
+    looked_again = False
     while True:
         try:
             conn = connection(store)
@@ -112,6 +113,13 @@ def run(store: PostgresBackend, op: Callable[[Any], T], write: bool = False) -> 
             else:
                 store.schema.inspect(conn)
             return op(conn)
+        except psycopg.errors.UndefinedTable as exc:
+            # The tables were dropped (stet.reset through another backend object or
+            # another process) since this process looked: look again, once.
+            store.schema.forget()
+            if looked_again:
+                raise error(store, exc) from None
+            looked_again = True
         except psycopg.OperationalError as exc:
             drop_conn(store)
             store.schema.forget()

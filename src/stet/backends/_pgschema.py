@@ -61,7 +61,10 @@ class _Sql:
             f"SELECT coalesce(bool_or({_BY_TEXT}), false), coalesce(bool_or(NOT {_BY_TEXT}), "
             f"false) FROM {t} WHERE {_NO_FUNC}"
         )
-        cols = "run, host, place, pid, started, token, date_part('epoch', expires), gen"
+        cols = (
+            "run, host, place, pid, started, token, date_part('epoch', expires), gen, "
+            "date_part('epoch', since)"
+        )
         # Live claims. A completed run leaves a row with token '' (a tombstone, so a
         # worker's view of recent changes learns it is done), a released one token '-'.
         self.claims = f"SELECT key, {cols}, expires < now() FROM {c} WHERE token NOT IN ('', '-')"
@@ -76,19 +79,21 @@ class _Sql:
             WITH done AS (SELECT 1 FROM {t} WHERE {KEY} = ANY(%(keys)s) LIMIT 1),
             ins AS (
                 INSERT INTO {c} AS c
-                    (key, run, host, place, pid, started, token, expires, gen, seq)
+                    (key, run, host, place, pid, started, token, expires, gen, seq, since)
                 SELECT %(key)s, %(run)s, %(host)s, %(place)s, %(pid)s, %(started)s, %(token)s,
-                       now() + %(lease)s * interval '1 second', 1, {seq}
+                       now() + %(lease)s * interval '1 second', 1, {seq}, now()
                 WHERE NOT EXISTS (SELECT 1 FROM done)
                 ON CONFLICT (key) DO UPDATE SET run = EXCLUDED.run, host = EXCLUDED.host,
                     place = EXCLUDED.place, pid = EXCLUDED.pid, started = EXCLUDED.started,
                     token = EXCLUDED.token, expires = EXCLUDED.expires, seq = EXCLUDED.seq,
-                    gen = CASE WHEN c.token = EXCLUDED.token THEN c.gen ELSE c.gen + 1 END
+                    gen = CASE WHEN c.token = EXCLUDED.token THEN c.gen ELSE c.gen + 1 END,
+                    since = CASE WHEN c.token = EXCLUDED.token THEN c.since ELSE now() END
                 WHERE c.expires < now() OR c.token = EXCLUDED.token OR c.token = %(dead)s
-                RETURNING gen, date_part('epoch', expires) AS expires
+                RETURNING gen, date_part('epoch', expires) AS expires,
+                    date_part('epoch', since) AS since
             ),
             cur AS (SELECT {cols}, expires < now() AS expired FROM {c} WHERE key = %(key)s)
-            SELECT EXISTS (SELECT 1 FROM done), ins.gen, ins.expires, cur.*
+            SELECT EXISTS (SELECT 1 FROM done), ins.gen, ins.expires, ins.since, cur.*
             FROM (SELECT 1) AS one LEFT JOIN ins ON true LEFT JOIN cur ON true
         """
         self.renew = f"""
@@ -119,7 +124,7 @@ class _Sql:
             f"CREATE SEQUENCE IF NOT EXISTS {self.sequence}",
             f"CREATE TABLE IF NOT EXISTS {c} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
             "place TEXT, pid INTEGER, started BIGINT, token TEXT, expires TIMESTAMPTZ, "
-            "gen INTEGER, seq BIGINT)",
+            "gen INTEGER, seq BIGINT, since TIMESTAMPTZ)",
             f"CREATE INDEX IF NOT EXISTS {_q(table + '_claims_seq_idx')} ON {c} (seq)",
         ]
         self.create_ledger = (
@@ -200,9 +205,8 @@ class Schema:
         if self._ensured:
             return
         self.inspect(conn)
-        old_claims = self.has_claims and "seq" not in self._tables(conn).get(
-            f"{self.backend.table}_claims", ["seq"]
-        )
+        claims = self._tables(conn).get(f"{self.backend.table}_claims", ["seq", "since"])
+        old_claims = self.has_claims and not {"seq", "since"} <= set(claims)
         if self.memory is not None or not (self.has_claims and self.has_ledger) or old_claims:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_id(self.backend.table),))
@@ -220,7 +224,7 @@ class Schema:
             self._upgrade(conn, columns)
             self._index(conn)
         claims = tables.get(f"{table}_claims")
-        if claims is not None and "seq" not in claims:
+        if claims is not None and not {"seq", "since"} <= set(claims):
             conn.execute(f"DROP TABLE {self.sql.claims_table}")  # an older stet's: transient
         for statement in self.sql.create_claims:
             conn.execute(statement)

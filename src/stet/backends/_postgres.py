@@ -234,7 +234,7 @@ class PostgresBackend(BaseBackend):
                 recorded = conn.execute(self.schema.sql.lookup, (params["keys"],))
             row = claimed.fetchone()
             done_now = recorded.fetchone() is not None
-            done, gen, expires = row[0], row[1], row[2]
+            done, gen, expires, since = row[0], row[1], row[2], row[3]
             if done:
                 view.forget()  # finished by another worker, and the view did not know
                 return Outcome.DONE, None
@@ -242,11 +242,12 @@ class PostgresBackend(BaseBackend):
                 if done_now:
                     conn.execute(self.schema.sql.release, (key, owner.token))
                     return Outcome.DONE, None
-                return Outcome.CLAIMED, Claim(key, params["run"], owner, float(expires), int(gen))
+                mine = Claim(key, params["run"], owner, float(expires), int(gen), since=since)
+                return Outcome.CLAIMED, mine
             if done_now:
                 view.forget()
                 return Outcome.DONE, None
-            current = _claim(key, row[3:])
+            current = _claim(key, row[4:])
             if current is not None and current.owner.dead() and not params["dead"]:
                 params["dead"] = current.owner.token  # a process of this machine that ended
                 return attempt(conn)
@@ -336,9 +337,10 @@ class PostgresBackend(BaseBackend):
 
 
 def _claim(key: str, row: Sequence[Any]) -> Claim | None:
-    """The claim in the columns ``run, host, place, pid, started, token, expires, gen, expired``."""
-    run, host, place, pid, started, token, expires, gen, expired = row
+    """The claim in the columns ``run ... gen, since, expired`` (see `_pgschema._Sql`)."""
+    run, host, place, pid, started, token, expires, gen, since, expired = row
     if token is None:
         return None
     owner = Owner(host, place or "", int(pid), int(started or 0), token)
-    return Claim(key, run, owner, float(expires), int(gen or 1), expired=bool(expired))
+    when = None if since is None else float(since)
+    return Claim(key, run, owner, float(expires), int(gen or 1), bool(expired), when)

@@ -236,7 +236,17 @@ class SqliteBackend(BaseBackend):
             cursor.execute(_LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None
         except sqlite3.Error as exc:
+            if self._table_gone():
+                return False
             raise explain(self, exc) from None
+
+    def _table_gone(self) -> bool:
+        """Whether the records table was dropped (``stet.reset``) since this process looked."""
+        if self._read(self._read_columns):
+            return False
+        self._columns = []
+        self._checked_names = None
+        return True
 
     def _contains_slowly(self, ident: Lookup) -> bool:
         """`contains` the first time, or for a store that is not there or not upgraded."""
@@ -259,6 +269,8 @@ class SqliteBackend(BaseBackend):
         try:
             return conn.execute(_LOOKUP[len(keys)], keys).fetchone() is not None
         except sqlite3.Error as exc:
+            if self._table_gone():
+                return False
             raise explain(self, exc) from None
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
@@ -268,6 +280,7 @@ class SqliteBackend(BaseBackend):
         """All keys at once, for a large grid: one scan beats many index probes."""
         if size < 10_000:
             return None
+        self._ensure_process()  # pending() may be the first thing a process asks
         if not os.path.exists(self.file):
             return Index()
 
@@ -374,7 +387,9 @@ class SqliteBackend(BaseBackend):
 
         def remove(conn: sqlite3.Connection) -> list[Row]:
             removed = [(rowid, row) for rowid, row in self._select(conn) if predicate(row)]
-            conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", [(r,) for r, _ in removed])
+            if removed:  # (no records table while every call so far failed)
+                rowids = [(rowid,) for rowid, _ in removed]
+                conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", rowids)
             return [row for _, row in removed]
 
         return self._write(remove)

@@ -44,20 +44,27 @@ LEDGER = "stet_ledger"  # failures and duplicate executions
 
 def claims_table(conn: sqlite3.Connection) -> None:
     """Create the claims table unless it exists."""
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({CLAIMS})")]
+    if columns and "since" not in columns:
+        conn.execute(f"DROP TABLE {CLAIMS}")  # an older stet's claims: they are transient
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {CLAIMS} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
-        "place TEXT, pid INTEGER, started INTEGER, token TEXT, expires REAL, gen INTEGER)"
+        "place TEXT, pid INTEGER, started INTEGER, token TEXT, expires REAL, gen INTEGER, "
+        "since REAL)"
     )
 
 
 def claim_rows(conn: sqlite3.Connection, key: str | None = None) -> list[Claim]:
     """The claims (of run ``key``, or all), with whether their lease ran out."""
-    sql = f"SELECT key, run, host, place, pid, started, token, expires, gen FROM {CLAIMS}"
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({CLAIMS})")]
+    if "since" not in columns:
+        return []  # an older stet's table: its claims are replaced with the first new one
+    sql = f"SELECT key, run, host, place, pid, started, token, expires, gen, since FROM {CLAIMS}"
     found = conn.execute(sql + (" WHERE key = ?" if key else ""), (key,) if key else ())
     now = time.time()
     return [
-        Claim(k, r, Owner(h, pl, p, s, t), e, g, expired=e < now)
-        for k, r, h, pl, p, s, t, e, g in found
+        Claim(k, r, Owner(h, pl, p, s, t), e, g, expired=e < now, since=w)
+        for k, r, h, pl, p, s, t, e, g, w in found
     ]
 
 
@@ -83,11 +90,13 @@ def claim(
         if current is not None and not current.held_by(owner) and not current.stale():
             return Outcome.BUSY, current
         gen = 1 if current is None else current.generation + 1
-        mine = Claim(key, describe(ident), owner, time.time() + lease, gen)
+        now = time.time()
+        mine = Claim(key, describe(ident), owner, now + lease, gen, since=now)
         conn.execute(
-            f"INSERT OR REPLACE INTO {CLAIMS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO {CLAIMS} (key, run, host, place, pid, started, token, "
+            "expires, gen, since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (key, mine.run, owner.host, owner.place, owner.pid, owner.started,
-             owner.token, mine.expires, gen),
+             owner.token, mine.expires, gen, now),
         )  # fmt: skip
         return Outcome.CLAIMED, mine
 
