@@ -317,13 +317,23 @@ def read_until_done(
 # -- subprocess helpers ---------------------------------------------------------------
 
 
+#: The source tree next to these tests: children import stet from here first, so that
+#: a checkout (a git worktree) is tested even where an editable install points elsewhere.
+SOURCE_DIR = TESTS_DIR.parent / "src"
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: this one, tests importable, stet quiet off."""
+    """The environment for a child Python: this one, tests importable, stet quiet off.
+
+    ``PYTHONPATH`` starts with this checkout's ``src`` (when there is one) and the
+    tests folder, so a child runs the same stet as the test that started it.
+    """
     env = dict(os.environ)
     env.pop("STET_QUIET", None)
     env.pop("STET_LOCK_TIMEOUT", None)
     old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(TESTS_DIR) + (os.pathsep + old if old else "")
+    first = [str(SOURCE_DIR)] if (SOURCE_DIR / "stet" / "__init__.py").is_file() else []
+    env["PYTHONPATH"] = os.pathsep.join([*first, str(TESTS_DIR), *([old] if old else [])])
     env.update(extra)
     return env
 
