@@ -317,23 +317,24 @@ def read_until_done(
 # -- subprocess helpers ---------------------------------------------------------------
 
 
-#: The source tree next to these tests: children import stet from here first, so that
-#: a checkout (a git worktree) is tested even where an editable install points elsewhere.
-SOURCE_DIR = TESTS_DIR.parent / "src"
+#: Where the stet this process imported lives (``src`` of a checkout, or site-packages):
+#: children import it from there first, so they run the same stet as the test, even
+#: where an editable install points at another checkout.
+STET_DIR = Path(stet.__file__).resolve().parent.parent
 
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment for a child Python: this one, tests importable, stet quiet off.
 
-    ``PYTHONPATH`` starts with this checkout's ``src`` (when there is one) and the
+    ``PYTHONPATH`` starts with the directory this process imported stet from, then the
     tests folder, so a child runs the same stet as the test that started it.
     """
     env = dict(os.environ)
     env.pop("STET_QUIET", None)
     env.pop("STET_LOCK_TIMEOUT", None)
     old = env.get("PYTHONPATH")
-    first = [str(SOURCE_DIR)] if (SOURCE_DIR / "stet" / "__init__.py").is_file() else []
-    env["PYTHONPATH"] = os.pathsep.join([*first, str(TESTS_DIR), *([old] if old else [])])
+    paths = [str(STET_DIR), str(TESTS_DIR), *([old] if old else [])]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env.update(extra)
     return env
 
