@@ -171,7 +171,7 @@ def test_two_projects_linking_one_store_lose_no_record(tmp_path: Path, ext: str)
         link = tmp_path / name / f"runs{ext}"
         link.symlink_to(target)
         links.append(link)
-    each = 600
+    each = 3000
     procs = [
         subprocess.Popen(
             [PYTHON, "-c", TWO_PROJECTS, str(link), str(n * 10_000), str(each)],
