@@ -27,7 +27,6 @@ from stet.backends import get_backend
 EXTENSIONS = (".csv", ".json", ".sqlite", ".parquet")
 TESTS_DIR = Path(__file__).resolve().parent
 #: The stet source these tests are about; children import it before any installed copy.
-SRC_DIR = TESTS_DIR.parent / "src"
 PYTHON = sys.executable
 
 #: Whether tests may start processes with multiprocessing's "fork" method. Windows has
@@ -319,15 +318,24 @@ def read_until_done(
 # -- subprocess helpers ---------------------------------------------------------------
 
 
+#: Where the stet this process imported lives (``src`` of a checkout, or site-packages):
+#: children import it from there first, so they run the same stet as the test, even
+#: where an editable install points at another checkout.
+STET_DIR = Path(stet.__file__).resolve().parent.parent
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: this one, tests and this checkout's stet
-    importable first, stet quiet off."""
+    """The environment for a child Python: this one, tests importable, stet quiet off.
+
+    ``PYTHONPATH`` starts with the directory this process imported stet from, then the
+    tests folder, so a child runs the same stet as the test that started it.
+    """
     env = dict(os.environ)
     env.pop("STET_QUIET", None)
     env.pop("STET_LOCK_TIMEOUT", None)
     old = env.get("PYTHONPATH")
-    first = os.pathsep.join((str(TESTS_DIR), str(SRC_DIR)))
-    env["PYTHONPATH"] = first + (os.pathsep + old if old else "")
+    paths = [str(STET_DIR), str(TESTS_DIR), *([old] if old else [])]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env.update(extra)
     return env
 

@@ -400,3 +400,144 @@ def test_unparseable_store_in_fresh_process_names_file(tmp_path: Path, ext: str)
     last = proc.stderr.strip().splitlines()[-1]
     assert "StoreError" in last and str(path) in last, proc.stderr
     assert path.read_bytes() == before
+
+
+# -- errors say where: the file and the line --------------------------------------------
+
+
+def _hand_edit(path: Path, line: int, old: bytes, new: bytes) -> None:
+    """Replace ``old`` by ``new`` on 1-based ``line`` of ``path``, as an editor would."""
+    lines = path.read_bytes().split(b"\n")
+    assert old in lines[line - 1], lines[line - 1]
+    lines[line - 1] = lines[line - 1].replace(old, new, 1)
+    path.write_bytes(b"\n".join(lines))
+
+
+def _records(path: Path, n: int) -> None:
+    backend = get_backend(path)
+    for i in range(n):
+        backend.record({"i": i, "s": "x"})
+
+
+_SEPARATOR_BUG = (
+    "_utilities._timestamps: pandas refuses the text but datetime.fromisoformat accepts "
+    "any character between date and time, so no line is found and the raw pandas "
+    "ValueError escapes instead of a StoreError"
+)
+
+
+@pytest.mark.parametrize("ext", [".csv", ".json"])
+@pytest.mark.parametrize(
+    "typo",
+    [
+        pytest.param((b"-", b"-13-", 1), id="month-13"),
+        pytest.param(
+            (b"T", b"Q", 0),
+            id="separator",
+            marks=pytest.mark.xfail(strict=True, reason=_SEPARATOR_BUG),
+        ),
+    ],
+)
+def test_mistyped_timestamp_names_the_file_and_line(
+    tmp_path: Path, ext: str, typo: tuple[bytes, bytes, int]
+) -> None:
+    path = tmp_path / f"runs{ext}"
+    _records(path, 5)
+    line = 4  # CSV: the header, then records 0, 1, 2; JSON: "[", then records 0, 1, 2
+    text = path.read_bytes().split(b"\n")[line - 1]
+    stamp_at = text.index(b"20", text.index(b"_stet_timestamp") if ext == ".json" else 0)
+    old, new, month = typo
+    if month:
+        edited = text[:stamp_at] + text[stamp_at:].replace(
+            text[stamp_at + 4 : stamp_at + 8], b"-13-", 1
+        )
+    else:
+        edited = text[:stamp_at] + text[stamp_at:].replace(old, new, 1)
+    _hand_edit(path, line, text, edited)
+    with pytest.raises(stet.StoreError) as info:
+        stet.load(path)
+    message = str(info.value)
+    assert str(path) in message and f"line {line}" in message, message
+
+
+def test_corrupt_csv_names_the_line_not_a_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "runs.csv"
+    _records(path, 5)
+    _hand_edit(path, 4, b",x,", b",x,,")
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(path).load()
+    message = str(info.value)
+    assert str(path) in message and "line 4" in message, message
+    assert not any(word in message for word in ("byte", "offset", "char ")), message
+
+
+_MIDDLE_BUG = (
+    "{}: a hand edit that spoils one record in the middle of the file is taken for an "
+    "append cut by a crash: load silently returns only the records before it, and the "
+    "next record moves every later record to <store>.stet-torn"
+)
+
+
+@pytest.mark.parametrize(
+    ("ext", "line", "old", "new"),
+    [
+        pytest.param(
+            ".csv",
+            4,
+            b",x,",
+            b',"x,',
+            id="csv-unbalanced-quote",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=_MIDDLE_BUG.format("_csv._complete_end and CsvBackend._parse/_interrupted"),
+            ),
+        ),
+        pytest.param(
+            ".json",
+            4,
+            b'"s": "x"',
+            b'"s": "x',
+            id="json-missing-quote",
+            marks=pytest.mark.xfail(
+                strict=True, reason=_MIDDLE_BUG.format("_json.JsonBackend._torn_end")
+            ),
+        ),
+    ],
+)
+def test_record_spoiled_by_hand_in_the_middle_is_an_error_naming_its_line(
+    tmp_path: Path, ext: str, line: int, old: bytes, new: bytes
+) -> None:
+    path = tmp_path / f"runs{ext}"
+    _records(path, 10)
+    _hand_edit(path, line, old, new)
+    before = path.read_bytes()
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(path).load()
+    assert str(path) in str(info.value) and f"line {line}" in str(info.value), str(info.value)
+    with pytest.raises(stet.StoreError):
+        get_backend(path).record({"i": 99, "s": "x"})
+    assert path.read_bytes() == before
+    assert not Path(f"{path}.stet-torn").exists()
+
+
+_PRETTY_BUG = (
+    "_json.JsonBackend._parse numbers records as if one object per line (line = element + "
+    "1) whenever the array parses in chunks, also for a file re-saved with indent=2, so "
+    "the message names a wrong line"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_PRETTY_BUG)
+def test_json_store_reformatted_by_a_tool_names_the_right_line(tmp_path: Path) -> None:
+    path = tmp_path / "runs.json"
+    _records(path, 5)
+    items = json.loads(path.read_text())
+    items[2]["i"] = 2  # a number where stet keeps text
+    path.write_text(json.dumps(items, indent=2) + "\n")
+    lines = path.read_text().split("\n")
+    start = lines.index('    "i": 2,')  # 0-based line of the value: its object opens just before
+    assert lines[start - 1].strip() == "{"
+    with pytest.raises(stet.StoreError) as info:
+        get_backend(path).load()
+    message = str(info.value)
+    assert f"line {start}" in message, message  # the line where element 3 starts

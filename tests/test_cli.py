@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -276,3 +277,64 @@ def test_show_failed_when_every_run_failed(tmp_path: Path) -> None:
     out = run("show", "runs.csv", "--failed", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "ModuleNotFoundError: No module named 'torch'" in out.stdout
+
+
+# -- a user's situation never shows a traceback --------------------------------------------
+
+
+def test_show_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    """``stet show big.csv | head -1``: head exits after one line, stet's next write
+    meets a closed pipe. Far more output than a pipe holds, so the write must fail."""
+    from stet._identity import Identity
+
+    get_backend(tmp_path / "big.csv").add_many(
+        [Identity.of_text({"alpha": f"{i / 7:.12f}", "seed": str(i)}) for i in range(20_000)]
+    )
+    command = f"set -o pipefail; {shlex.quote(script())} show --limit 0 big.csv | head -1"
+    out = subprocess.run(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stderr == ""
+    assert out.returncode == 0  # pipefail: stet's own exit status
+    assert out.stdout.split() == ["alpha", "seed", "_stet_func", "_stet_timestamp"]
+
+
+def test_negative_limit_is_a_usage_error(tmp_path: Path) -> None:
+    _fill(tmp_path / "runs.csv")
+    out = run("show", "runs.csv", "--limit", "-3", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "-3" in errors[0], out.stderr
+    assert out.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["status", "show", "reset", "import"])
+def test_every_subcommand_help_says_what_store_is_and_its_default(
+    tmp_path: Path, command: str
+) -> None:
+    out = run(command, "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # argparse wraps lines anywhere
+    assert "STORE" in text
+    for part in (".csv", ".json", ".sqlite", ".parquet", "postgresql://"):
+        assert part in text, (command, part)
+    assert "default: _stet_store.csv in the current directory" in text
+
+
+def test_corrupt_store_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    stamp = "2025-01-01T00:00:00.000001+00:00"
+    (tmp_path / "runs.csv").write_text(
+        f"i,_stet_types,_stet_timestamp\n1,i=int,{stamp}\n2,i=int,{stamp},x\n3,i=int,{stamp}\n"
+    )
+    for args in (["status", "runs.csv"], ["show", "runs.csv"]):
+        out = run(*args, cwd=tmp_path)
+        assert out.returncode == 1
+        assert "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "runs.csv" in out.stderr and "line 3" in out.stderr

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import stet
-from _helpers import PYTHON, SRC_DIR, child_env
+from _helpers import PYTHON, STET_DIR, child_env
 
 HOST = socket.gethostname()
 
@@ -434,7 +434,7 @@ def test_a_real_notebook(tmp_path: Path) -> None:
     started = time.monotonic()
     notebook = _run_notebook(tmp_path)
     cells = notebook.cells
-    assert _text(cells[0]).strip() == str(SRC_DIR / "stet" / "__init__.py")
+    assert _text(cells[0]).strip() == str(STET_DIR / "stet" / "__init__.py")
 
     [status] = [o for o in cells[2].outputs if o.output_type == "execute_result"]
     assert _text(cells[2]) == ""  # shown as the result, not printed as well

@@ -22,7 +22,7 @@ import pytest
 from tqdm import tqdm
 
 import stet
-from _helpers import PYTHON, SRC_DIR, child_env
+from _helpers import PYTHON, STET_DIR, child_env
 
 # -- f.pending(grid) has a length ----------------------------------------------------
 
@@ -393,5 +393,5 @@ def test_children_import_this_checkout() -> None:
         check=True,
         timeout=60,
     )
-    assert Path(out.stdout.strip()).parent == SRC_DIR / "stet"
-    assert os.fspath(SRC_DIR) in child_env()["PYTHONPATH"].split(os.pathsep)
+    assert Path(out.stdout.strip()).parent == STET_DIR / "stet"
+    assert os.fspath(STET_DIR) in child_env()["PYTHONPATH"].split(os.pathsep)
