@@ -419,11 +419,9 @@ def _records(path: Path, n: int) -> None:
         backend.record({"i": i, "s": "x"})
 
 
-_SEPARATOR_BUG = (
-    "_utilities._timestamps: pandas refuses the text but datetime.fromisoformat accepts "
-    "any character between date and time, so no line is found and the raw pandas "
-    "ValueError escapes instead of a StoreError"
-)
+# Regression (fixed): _utilities._timestamps: pandas refuses the text but
+# datetime.fromisoformat accepts any character between date and time, so no line is
+# found and the raw pandas ValueError escapes instead of a StoreError
 
 
 @pytest.mark.parametrize("ext", [".csv", ".json"])
@@ -431,11 +429,7 @@ _SEPARATOR_BUG = (
     "typo",
     [
         pytest.param((b"-", b"-13-", 1), id="month-13"),
-        pytest.param(
-            (b"T", b"Q", 0),
-            id="separator",
-            marks=pytest.mark.xfail(strict=True, reason=_SEPARATOR_BUG),
-        ),
+        pytest.param((b"T", b"Q", 0), id="separator"),
     ],
 )
 def test_mistyped_timestamp_names_the_file_and_line(

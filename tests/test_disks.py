@@ -246,15 +246,12 @@ def test_full_disk_record_is_a_store_error_and_the_run_is_not_counted(
         assert out.split() == ["0", "1", "2"]
 
 
-_NEW_COLUMN_BUG = (
-    "_filestore.FileBackend._rewrite: a record that adds a column rewrites the file, and "
-    "atomic_write's ENOSPC message says 'Nothing was changed.', not that the run was not "
-    "recorded"
-)
+# Regression (fixed): _filestore.FileBackend._rewrite: a record that adds a column
+# rewrites the file, and atomic_write's ENOSPC message says 'Nothing was changed.', not
+# that the run was not recorded
 
 
 @needs_mounts
-@pytest.mark.xfail(strict=True, reason=_NEW_COLUMN_BUG)
 def test_full_disk_record_adding_a_column_says_the_run_was_not_recorded(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "disk", "1m") as disk:
         path = disk / "runs.csv"
@@ -325,15 +322,13 @@ def test_write_cut_by_a_full_disk_just_before_the_line_end_leaves_no_record(
         assert len(read_standard(path)) == 1
 
 
-_SQLITE_FULL_BUG = (
-    "_sqliteopen.open_database: can_write() looks only at permissions, so on a full disk "
-    "the database is opened for writing and creating its -shm file fails with 'disk I/O "
-    "error', a StoreError, instead of falling back to a read-only connection"
-)
+# Regression (fixed): _sqliteopen.open_database: can_write() looks only at permissions,
+# so on a full disk the database is opened for writing and creating its -shm file fails
+# with 'disk I/O error', a StoreError, instead of falling back to a read-only
+# connection
 
 
 @needs_mounts
-@pytest.mark.xfail(strict=True, reason=_SQLITE_FULL_BUG)
 def test_sqlite_store_on_a_full_disk_can_be_read_by_a_new_process(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "disk", "1m") as disk:
         path = disk / "runs.sqlite"

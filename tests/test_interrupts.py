@@ -173,21 +173,7 @@ class Child:
         self.proc.communicate()
 
 
-# The Parquet store's bug (see _PARQUET_EVENT_BUG below) hangs the interrupted process
-# when an interrupt lands in a window of a few bytecodes: random instants find it in most
-# runs, not all, so this mark cannot be strict. The test at every instant below is the
-# strict regression test for it; drop this mark with the fix.
-_RANDOM_STORES = [
-    ".csv",
-    ".json",
-    ".sqlite",
-    pytest.param(
-        ".parquet",
-        marks=pytest.mark.xfail(
-            strict=False, reason="hangs when an interrupt lands in Event.set (see below)"
-        ),
-    ),
-]
+_RANDOM_STORES = [".csv", ".json", ".sqlite", ".parquet"]
 
 
 @pytest.mark.parametrize("ext", _RANDOM_STORES)
@@ -354,36 +340,20 @@ appended, held, done = sweep(new_store=False)
 print(json.dumps({"created": created, "appended": appended, "held": held_new + held, "done": done}))
 """
 
-_ENSURE_PROCESS_BUG = (
-    "_base.BaseBackend._ensure_process sets self._forks before calling "
-    "_start_process(): an interrupt between the two (or inside _start_process) leaves a "
-    "backend marked as set up whose state was never built, and every later call in the "
-    "process fails with AttributeError ('_sig', '_local')"
-)
-_SQLITE_COLUMNS_BUG = (
-    "_sqlite.SqliteBackend._in_write keeps self._columns read inside a transaction that "
-    "an interrupt rolled back (the CREATE TABLE of a new store): every later lookup "
-    "fails with 'no such table: stet_records'"
-)
-_PARQUET_EVENT_BUG = (
-    "_parquet.ParquetBackend._add_locked calls threading.Event.set() on every record: an "
-    "interrupt just after Event.set acquires the Event's internal lock leaves that lock "
-    "held, and the next record (and the folding thread) wait for it forever"
-)
+# Regression (fixed): _base.BaseBackend._ensure_process sets self._forks before calling
+# _start_process(): an interrupt between the two (or inside _start_process) leaves a
+# backend marked as set up whose state was never built, and every later call in the
+# process fails with AttributeError ('_sig', '_local')
+# Regression (fixed): _sqlite.SqliteBackend._in_write keeps self._columns read inside a
+# transaction that an interrupt rolled back (the CREATE TABLE of a new store): every
+# later lookup fails with 'no such table: stet_records'
+# Regression (fixed): _parquet.ParquetBackend._add_locked calls threading.Event.set() on
+# every record: an interrupt just after Event.set acquires the Event's internal lock
+# leaves that lock held, and the next record (and the folding thread) wait for it
+# forever
 
 
-@pytest.mark.parametrize(
-    "ext",
-    [
-        pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=reason))
-        for e, reason in [
-            (".csv", _ENSURE_PROCESS_BUG),
-            (".json", _ENSURE_PROCESS_BUG),
-            (".sqlite", f"{_ENSURE_PROCESS_BUG}; {_SQLITE_COLUMNS_BUG}"),
-            (".parquet", f"{_ENSURE_PROCESS_BUG}; {_PARQUET_EVENT_BUG}"),
-        ]
-    ],
-)
+@pytest.mark.parametrize("ext", [".csv", ".json", ".sqlite", ".parquet"])
 def test_an_interrupt_at_every_instant_of_a_call_leaves_no_lock_and_no_hang(
     tmp_path: Path, ext: str
 ) -> None:

@@ -141,23 +141,15 @@ for i in range(start, start + int(sys.argv[3])):
     backend.record({"i": i})
 """
 
-_SHARED_LOCK_BUG = (
-    "_filestore.FileBackend.__init__ puts the lock (and the Parquet journal, claims, "
-    "index) beside the link, not beside the file it points to: two links to one store "
-    "lock different files, and their writers overwrite each other's records"
-)
+# Regression (fixed): _filestore.FileBackend.__init__ puts the lock (and the Parquet
+# journal, claims, index) beside the link, not beside the file it points to: two links
+# to one store lock different files, and their writers overwrite each other's records
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(
     "ext",
-    [
-        *(
-            pytest.param(e, marks=pytest.mark.xfail(strict=True, reason=_SHARED_LOCK_BUG))
-            for e in FILE_STORES
-        ),
-        ".sqlite",
-    ],
+    [*FILE_STORES, ".sqlite"],
 )
 def test_two_projects_linking_one_store_lose_no_record(tmp_path: Path, ext: str) -> None:
     """One shared store, linked into two projects, written by both at once."""
@@ -311,13 +303,11 @@ def test_planted_empty_claims_link_is_refused_and_its_target_kept(
     assert victim.read_bytes() == b""
 
 
-_TORN_BUG = (
-    "_filewrite.repair_torn opens <store>.stet-torn without O_NOFOLLOW, so the bytes of "
-    "an interrupted append are appended to whatever file a planted link there points to"
-)
+# Regression (fixed): _filewrite.repair_torn opens <store>.stet-torn without O_NOFOLLOW,
+# so the bytes of an interrupted append are appended to whatever file a planted link
+# there points to
 
 
-@pytest.mark.xfail(strict=True, reason=_TORN_BUG)
 @pytest.mark.filterwarnings("ignore::stet.StoreWarning")
 @pytest.mark.parametrize("ext", [".csv", ".json"])
 def test_planted_torn_bytes_link_never_changes_its_target(

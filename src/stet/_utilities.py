@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from stet._decorator import DEFAULT_STORE
@@ -235,9 +234,9 @@ def _timestamps(backend: BaseBackend, rows: list[Row]) -> Any:
         return pd.to_datetime(stamps, utc=True, format="ISO8601")
     except (ValueError, TypeError):
         for n, row in enumerate(rows, 1):
-            try:
-                datetime.fromisoformat(row.timestamp)
-            except ValueError:
+            try:  # the same parser as above: one that accepts more finds no culprit
+                pd.to_datetime(row.timestamp, utc=True, format="ISO8601")
+            except (ValueError, TypeError):
                 place = f"line {row.line}" if row.line else f"record {n}"
                 raise StoreError(
                     f"stet: {backend.location}, {place}: _stet_timestamp {row.timestamp!r} is "

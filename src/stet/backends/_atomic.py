@@ -69,7 +69,12 @@ def write_all(fd: int, data: bytes, at: int | None = None) -> None:
 
 
 def atomic_write(
-    path: str, data: bytes, durable: bool = True, store: str | None = None, follow: bool = True
+    path: str,
+    data: bytes,
+    durable: bool = True,
+    store: str | None = None,
+    follow: bool = True,
+    what: str = "Nothing was changed.",
 ) -> None:
     """Replace the file at ``path`` (through a symbolic link) with ``data``, atomically.
 
@@ -81,6 +86,7 @@ def atomic_write(
         store: the store to name in errors (default ``path``).
         follow: replace the target of a symbolic link at ``path``; False replaces the
             link itself (stet's side files: a link planted there is never followed).
+        what: what the error says was not done (``"The run was not recorded."``).
 
     Raises:
         StoreError: when the disk is full or the write fails; ``path`` is untouched.
@@ -97,7 +103,7 @@ def atomic_write(
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | BINARY, mode)
     except OSError as exc:
-        raise disk_error(store or path, exc, "Nothing was changed.") from None
+        raise disk_error(store or path, exc, what) from None
     try:
         try:
             write_all(fd, data)
@@ -110,7 +116,7 @@ def atomic_write(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):
-            raise disk_error(store or path, exc, "Nothing was changed.") from None
+            raise disk_error(store or path, exc, what) from None
         raise
     if durable:
         _fsync_dir(directory)

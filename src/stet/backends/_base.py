@@ -100,8 +100,10 @@ class BaseBackend(ABC):
     def _ensure_process(self) -> None:
         """Rebuild process-local state when first used, or used after a fork."""
         if self._forks != forks():
-            self._forks = forks()
+            # Mark the state built only once it is: an interrupt inside
+            # _start_process leaves it to be built again by the next call.
             self._start_process()
+            self._forks = forks()
 
     @abstractmethod
     def _start_process(self) -> None:

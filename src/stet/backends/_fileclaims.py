@@ -34,8 +34,8 @@ class FileClaims:
 
     def __init__(self, store: FileBackend) -> None:
         self.store = store
-        self.log = JsonLines(store.file + ".claims", "claims file")
-        self.ledger = JsonLines(store.file + ".ledger.jsonl", "ledger")
+        self.log = JsonLines(store.side + ".claims", "claims file")
+        self.ledger = JsonLines(store.side + ".ledger.jsonl", "ledger")
         self.forget()
 
     def forget(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from stet._errors import StoreError
 from stet._identity import Identity
-from stet.backends._atomic import BINARY, atomic_write, disk_error, write_all
+from stet.backends._atomic import BINARY, atomic_write, disk_error, real_path, write_all
 from stet.backends._base import BaseBackend, Lookup
 from stet.backends._fileclaims import FileClaims
 from stet.backends._fileformat import FileFormat, Parsed, Reread
@@ -37,6 +37,7 @@ from stet.backends._records import OWN, Row, rows_of, utc_now
 
 __all__ = ["FileBackend", "Parsed", "Reread"]
 
+_NOT_RECORDED = "The run was not recorded, and the store is as it was."
 _GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
 
 
@@ -46,8 +47,11 @@ class FileBackend(FileFormat, BaseBackend):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__(path)
         self.log_file = self.file  # the file records are appended to
-        self.lock = StoreLock(self.file + ".lock")
-        self.snapshot = Snapshot(self.file + ".stet-index")
+        # stet's own files go beside the store's real file: two links to one shared
+        # store must take one lock (and share claims, journal and index).
+        self.side = real_path(self.file)
+        self.lock = StoreLock(self.side + ".lock")
+        self.snapshot = Snapshot(self.side + ".stet-index")
         self.claims = FileClaims(self)
 
     # -- process-local state -----------------------------------------------------
@@ -293,9 +297,9 @@ class FileBackend(FileFormat, BaseBackend):
         if self._torn:
             repair_torn(self)  # first: neither an append nor a rewrite may lose it
         if self._needs_new_file():
-            self._rewrite(rows)  # indexes the rows it writes
+            self._rewrite(rows, _NOT_RECORDED)  # indexes the rows it writes
         elif self._needs_rewrite(rows):
-            self._rewrite([*self._all_rows(), *rows])
+            self._rewrite([*self._all_rows(), *rows], _NOT_RECORDED)
         else:
             self._append(rows)
             for ident in new:
@@ -320,9 +324,7 @@ class FileBackend(FileFormat, BaseBackend):
                 st = os.fstat(fd)
         except OSError as exc:
             self._restore(fd, at)
-            raise disk_error(
-                self.file, exc, "The run was not recorded, and the store is as it was."
-            ) from None
+            raise disk_error(self.file, exc, _NOT_RECORDED) from None
         self._guard = (self._guard + data[: end_after - at])[-_GUARD:]
         self._end = end_after
         self._state = state
@@ -358,10 +360,10 @@ class FileBackend(FileFormat, BaseBackend):
         parsed = self._parse(data, 0, {})
         return list(rows_of(parsed.header, parsed.records, parsed.lines))
 
-    def _rewrite(self, rows: list[Row]) -> None:
+    def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Replace the whole file with ``rows`` (atomically). Caller holds the lock."""
         data, state = self._encode(rows, self._state)
-        atomic_write(self.log_file, data, store=self.file)
+        atomic_write(self.log_file, data, store=self.file, what=what)
         self.snapshot.remove()
         self._forget()
         self._index.add_rows(rows)

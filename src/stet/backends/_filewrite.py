@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["check_writable", "repair_torn"]
 
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
 
 def check_writable(store: FileBackend) -> None:
     """Raise StoreError now if a record could not be written (see BaseBackend)."""
@@ -78,7 +80,9 @@ def repair_torn(store: FileBackend) -> None:
     side = store.log_file + ".stet-torn"
     note = f"# {utc_now()}: {len(tail)} bytes cut from the end of {store.file}\n"
     try:
-        fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND | BINARY, 0o666)
+        # Never through a link planted there: it would append to somebody's file.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | BINARY | _NOFOLLOW
+        fd = os.open(side, flags, 0o666)
         try:
             write_all(fd, note.encode() + tail + b"\n")
             os.fsync(fd)

@@ -91,13 +91,13 @@ class ParquetBackend(FileBackend):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         _pyarrow()  # fail at once, with the install hint, when pyarrow is missing
         super().__init__(path)
-        self.log_file = self.file + ".journal"
+        self.log_file = self.side + ".journal"
 
     def _start_process(self) -> None:
         super()._start_process()
         self._fold_registered = False
         self._last_append = 0.0
-        self._appended = threading.Event()
+        self._pending = False  # records not folded yet (no threading.Event: see below)
         self._folder: threading.Thread | None = None
 
     def _forget(self) -> None:
@@ -281,7 +281,7 @@ class ParquetBackend(FileBackend):
                 self._fold()
             else:
                 self._last_append = time.monotonic()
-                self._appended.set()
+                self._pending = True
                 if self._folder is None or not self._folder.is_alive():
                     self._folder = threading.Thread(
                         target=self._fold_when_idle, name="stet-parquet-fold", daemon=True
@@ -290,17 +290,25 @@ class ParquetBackend(FileBackend):
         return added
 
     def _fold_when_idle(self) -> None:
-        """Fold the journal once no record came for a second (the sweep paused or ended)."""
-        while True:
-            self._appended.wait()
-            self._appended.clear()
-            while (left := self._last_append + _IDLE - time.monotonic()) > 0:
-                time.sleep(left)
-            self._fold_at_exit()
+        """Fold the journal once no record came for a second (the sweep paused or ended).
 
-    def _rewrite(self, rows: list[Row]) -> None:
+        The recording thread only assigns plain attributes: a threading.Event (a lock
+        inside) could be left held by a Ctrl-C landing in ``set()``, and the next record
+        would wait for it forever.
+        """
+        while True:
+            left = self._last_append + _IDLE - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            elif self._pending:
+                self._pending = False
+                self._fold_at_exit()
+            else:
+                time.sleep(_IDLE)
+
+    def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
-        written = self._write_table(self._table_of(rows), None)
+        written = self._write_table(self._table_of(rows), None, what)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_file)
         self._forget()
@@ -390,7 +398,9 @@ class ParquetBackend(FileBackend):
             {c: pa.array([row.cell(c) for row in rows], type=pa.string()) for c in [*keys, *own]}
         )
 
-    def _write_table(self, table: Any, folded: tuple[int, str] | None) -> str:
+    def _write_table(
+        self, table: Any, folded: tuple[int, str] | None, what: str = "Nothing was changed."
+    ) -> str:
         """Write ``table`` as the Parquet file; return the SHA-256 of the bytes written."""
         pa, pq = _pyarrow()
         if folded is not None:
@@ -402,7 +412,7 @@ class ParquetBackend(FileBackend):
         repeat = [c for c in (FUNC, TYPES, HOST, JOB) if c in table.column_names]
         pq.write_table(table, sink, use_dictionary=repeat, compression="snappy")
         data = bytes(sink.getvalue().to_pybytes())
-        atomic_write(self.file, data, store=self.file)
+        atomic_write(self.file, data, store=self.file, what=what)
         return hashlib.sha256(data).hexdigest()
 
     # -- the whole store -------------------------------------------------------------

@@ -73,6 +73,7 @@ class SqliteBackend(BaseBackend):
         self._memory: Index | None = None  # an old store that cannot be upgraded here
         self._readonly = False
         self._checked = False
+        self._full = False  # opened read-only because the disk is full
 
     def bad(self, problem: str) -> StoreError:
         """An error naming this database and what is wrong with it."""
@@ -149,6 +150,9 @@ class SqliteBackend(BaseBackend):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
         except BaseException:
+            # What this process read inside the transaction may have been rolled back
+            # with it (a table created, a column added): read the schema again.
+            self._columns = []
             with contextlib.suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")  # again: the interrupt may have cut the first
@@ -180,6 +184,13 @@ class SqliteBackend(BaseBackend):
         self._ensure_process()
         if self._checked:
             return
+        if os.path.exists(self.file):
+            self._conn()  # finds a full disk (see _sqliteopen.open_database)
+        if self._full:
+            raise StoreError(
+                f"stet: could not write {self.file}: the disk is full. The run was not "
+                "recorded; free some space and run again."
+            )
         target = real_path(self.file)
         if not can_write(self, target):
             raise StoreError(

@@ -85,6 +85,19 @@ def open_database(store: SqliteBackend) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()  # else Windows keeps the rejected file locked
+        text = str(exc)
+        if writable and os.path.exists(target) and ("disk I/O" in text or "full" in text):
+            # A full disk: SQLite cannot even create its -shm file. Read what is there;
+            # check_writable refuses records, before the body runs.
+            conn = open_readonly(store, target)
+            try:
+                store._columns = store._read_columns(conn)
+                store._read_kinds(conn)
+            except BaseException:
+                conn.close()
+                raise
+            store._full = True
+            return conn
         raise explain(store, exc) from None
     except BaseException:
         if conn is not None:
