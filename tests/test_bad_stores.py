@@ -465,11 +465,9 @@ def test_corrupt_csv_names_the_line_not_a_byte_offset(tmp_path: Path) -> None:
     assert not any(word in message for word in ("byte", "offset", "char ")), message
 
 
-_MIDDLE_BUG = (
-    "{}: a hand edit that spoils one record in the middle of the file is taken for an "
-    "append cut by a crash: load silently returns only the records before it, and the "
-    "next record moves every later record to <store>.stet-torn"
-)
+# Regression (fixed): a hand edit that spoiled one record in the middle of the file was
+# taken for an append cut by a crash: load silently returned only the records before it,
+# and the next record moved every later record to <store>.stet-torn.
 
 
 @pytest.mark.parametrize(
@@ -481,10 +479,6 @@ _MIDDLE_BUG = (
             b",x,",
             b',"x,',
             id="csv-unbalanced-quote",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=_MIDDLE_BUG.format("_csv._complete_end and CsvBackend._parse/_interrupted"),
-            ),
         ),
         pytest.param(
             ".json",
@@ -492,9 +486,6 @@ _MIDDLE_BUG = (
             b'"s": "x"',
             b'"s": "x',
             id="json-missing-quote",
-            marks=pytest.mark.xfail(
-                strict=True, reason=_MIDDLE_BUG.format("_json.JsonBackend._torn_end")
-            ),
         ),
     ],
 )
@@ -514,14 +505,8 @@ def test_record_spoiled_by_hand_in_the_middle_is_an_error_naming_its_line(
     assert not Path(f"{path}.stet-torn").exists()
 
 
-_PRETTY_BUG = (
-    "_json.JsonBackend._parse numbers records as if one object per line (line = element + "
-    "1) whenever the array parses in chunks, also for a file re-saved with indent=2, so "
-    "the message names a wrong line"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_PRETTY_BUG)
+# Regression (fixed): records were numbered as if one object per line whenever the array
+# parsed, also in a file re-saved with indent=2, so the message named a wrong line.
 def test_json_store_reformatted_by_a_tool_names_the_right_line(tmp_path: Path) -> None:
     path = tmp_path / "runs.json"
     _records(path, 5)

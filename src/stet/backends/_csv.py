@@ -108,6 +108,13 @@ class CsvBackend(FileBackend):
                 newline = "\n" if rest.endswith(b"\r") else "\r\n"
             else:
                 torn = True
+                if not self._interrupted(rest, {"columns": header}):
+                    at = line + text.count("\n")
+                    raise self.bad(
+                        f"line {at} does not hold a complete record, and what follows it "
+                        "is not a write cut by a crash (an unbalanced quote, or an edit "
+                        f"by hand?). Fix line {at}"
+                    )
         elif rest:
             torn = True  # blanks without a line end: not a record
         _allow_fields(len(text))
@@ -173,7 +180,18 @@ class CsvBackend(FileBackend):
         except csv.Error:
             return False
         # A prefix of one record: one row, with no more fields than the header.
-        return len(rows) <= 1 and all(len(r) <= len(state.get("columns", ())) for r in rows)
+        header = list(state.get("columns", ()))
+        if len(rows) > 1 or any(len(r) > len(header) for r in rows):
+            return False
+        # One open quote can swallow the rest of the file into "one row": a record
+        # spoiled by hand in the middle. A cut append is the last write, so no whole
+        # record of stet's (balanced quotes, a valid timestamp) follows its first line.
+        later = text.split("\n")[1:]
+        return not any(
+            line.count('"') % 2 == 0 and self._whole_record(line.encode(), header) is not None
+            for line in later
+            if line.strip()
+        )
 
     @staticmethod
     def _lines(rows: list[Row], columns: list[str]) -> str:

@@ -35,6 +35,29 @@ def _stet_layout(prefix: bytes) -> bool:
     return True
 
 
+def _with_lines(data: bytes) -> tuple[list[list[Any]], list[int] | None]:
+    """The array's elements and the line each starts on, for any layout of the array."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return [json.loads(data)], None
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    lines: list[int] = []
+    pos = text.index("[") + 1
+    line, counted = 1, 0
+    while True:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        if text[pos] == "]":
+            return [items], lines
+        line += text.count("\n", counted, pos)
+        counted = pos
+        item, pos = decoder.raw_decode(text, pos)
+        items.append(item)
+        lines.append(line)
+
+
 def object_records(
     chunks: list[list[Any]], lines: list[int] | None, bad: Callable[[str], Exception]
 ) -> Iterator[Record]:
@@ -147,7 +170,11 @@ class JsonBackend(FileBackend):
         else:
             layout = True
         count = sum(len(c) for c in chunks)
-        lines = list(range(2, count + 2)) if layout else None
+        lines: list[int] | None = None
+        if layout and data.count(b"\n", 0, end) == count:
+            lines = list(range(2, count + 2))  # stet's layout: object n on line n + 1
+        elif count:
+            chunks, lines = _with_lines(data)  # another layout (re-saved by a tool)
         state = {
             "empty": count == 0,
             "line": count + 2,
@@ -230,7 +257,15 @@ class JsonBackend(FileBackend):
                 except ValueError:
                     pass
                 else:
-                    return cut + 1 if _stet_layout(body[: cut + 1]) else None
+                    if not _stet_layout(body[: cut + 1]):
+                        return None
+                    # A cut append is the last write: it leaves at most one object
+                    # unfinished. More lines that start objects after the valid prefix
+                    # mean a record spoiled in the middle of the file (by hand).
+                    later = body[cut + 2 :].split(b"\n")
+                    if sum(line.lstrip(_SPACE).startswith(b"{") for line in later) > 1:
+                        return None
+                    return cut + 1
             end = cut
         start = len(data) - len(data.lstrip(_SPACE))
         if data[start : start + 1] == b"[" and b"}" not in data:
