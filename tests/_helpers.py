@@ -106,10 +106,24 @@ def present(row: Mapping[str, Cell], name: str) -> bool:
 
 
 def snapshot(path: Path) -> dict[str, bytes | None]:
-    """The bytes of ``path`` (or of every file below it, for a directory)."""
+    """The bytes of ``path`` (or of every file below it, for a directory).
+
+    A SQLite database is compared by its content (its SQL dump): the bytes of the main
+    file change whenever the last connection closes and checkpoints the WAL, which
+    depends on when the garbage collector closes an unused connection.
+    """
     if path.is_dir():
         return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))}
     if path.exists():
+        if path.suffix in (".sqlite", ".db"):
+            try:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    return {"": "\n".join(conn.iterdump()).encode()}
+                finally:
+                    conn.close()
+            except sqlite3.DatabaseError:
+                pass  # not a database stet could read: its bytes must not change
         return {"": path.read_bytes()}
     return {"": None}
 

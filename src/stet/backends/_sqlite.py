@@ -14,29 +14,34 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import TypeVar
 
 from stet._errors import StoreError
 from stet._identity import Identity
 from stet.backends import _sqliteclaims as claims
-from stet.backends._atomic import real_path
 from stet.backends._base import BaseBackend, Lookup
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
 from stet.backends._ledger import Event
 from stet.backends._locking import _forks, forks
-from stet.backends._records import OWN, Row, read_records, rows_of, utc_now
-from stet.backends._sqliteclaims import CLAIMS, LEDGER
-from stet.backends._sqliteopen import can_write, explain, open_database
-from stet.backends._sqlschema import KEY, check_columns, keys_to_index, quote
+from stet.backends._records import OWN, Row, utc_now
+from stet.backends._sqliteopen import check_writable, explain, open_database
+from stet.backends._sqlitetable import (
+    LEDGER,
+    TABLE,
+    check_case,
+    ensure_table,
+    note_kinds,
+    read_columns,
+    read_kinds,
+    select,
+)
+from stet.backends._sqlschema import KEY, keys_to_index, quote
 
 __all__ = ["SqliteBackend"]
 
 T = TypeVar("T")
-TABLE = "stet_records"
-META = "stet_meta"  # which kinds of record the table holds
-_STET_TABLES = (TABLE, CLAIMS, LEDGER, META)
-_ALL_OWN = (*OWN, KEY)
 #: The lookup of a run under 1, 2 or 3 digests, by how many are given.
 _LOOKUP = {
     n: f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * n)}) LIMIT 1" for n in (1, 2, 3)
@@ -97,43 +102,6 @@ class SqliteBackend(BaseBackend):
         local.cursor = local.conn.cursor()
         return local.conn
 
-    def _read_columns(self, conn: sqlite3.Connection) -> list[str]:
-        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        if TABLE not in tables:
-            others = [t for t in tables if not t.startswith("sqlite_") and t not in _STET_TABLES]
-            if others:
-                raise self.bad(f"it has no {TABLE} table (its tables: {', '.join(others)})")
-            return []
-        columns = [r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")]
-        check_columns(columns, _ALL_OWN, self.bad)
-        return columns
-
-    def _read_kinds(self, conn: sqlite3.Connection) -> None:
-        kinds = Index()
-        if self._has_table(conn, META):
-            for name, value in conn.execute(f"SELECT name, value FROM {META}"):
-                if name in ("plain", "text", "text_func") and value == "1":
-                    setattr(kinds, name, True)
-        self._kinds = kinds
-
-    @staticmethod
-    def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-        ).fetchone()
-        return found is not None
-
-    def _note_kinds(self, conn: sqlite3.Connection, kinds: Index) -> None:
-        flags = [name for name in ("plain", "text", "text_func") if getattr(kinds, name)]
-        if not flags:
-            return
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT)")
-        conn.executemany(
-            f"INSERT OR REPLACE INTO {META} (name, value) VALUES (?, '1')", [(f,) for f in flags]
-        )
-        for flag in flags:
-            setattr(self._kinds, flag, True)
-
     # -- transactions ---------------------------------------------------------------
 
     def _in_write(self, conn: sqlite3.Connection, func: Callable[[], T]) -> T:
@@ -177,35 +145,11 @@ class SqliteBackend(BaseBackend):
 
     # -- BaseBackend interface ---------------------------------------------------
 
+    def check_writable(self) -> None:
+        check_writable(self)
+
     def exists(self) -> bool:
         return os.path.exists(self.file)
-
-    def check_writable(self) -> None:
-        self._ensure_process()
-        if self._checked:
-            return
-        if os.path.exists(self.file):
-            self._conn()  # finds a full disk (see _sqliteopen.open_database)
-        if self._full:
-            raise StoreError(
-                f"stet: could not write {self.file}: the disk is full. The run was not "
-                "recorded; free some space and run again."
-            )
-        target = real_path(self.file)
-        if not can_write(self, target):
-            raise StoreError(
-                f"stet: {self.file} is read-only (or its directory is), so stet cannot "
-                "record runs in it. Make both writable, or choose another store."
-            )
-        directory = os.path.dirname(target) or "."
-        while not os.path.isdir(directory):
-            directory = os.path.dirname(directory) or "."
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise StoreError(
-                f"stet: cannot record runs in {self.file}: the directory {directory} is not "
-                "writable. Make it writable, or choose a store in a writable directory."
-            )
-        self._checked = True
 
     def _known_keys(self, ident: Lookup) -> tuple[str, ...]:
         """The digests `_keys` gives, by the kinds of record last seen (no query)."""
@@ -216,7 +160,7 @@ class SqliteBackend(BaseBackend):
 
     def _keys(self, ident: Lookup, conn: sqlite3.Connection) -> tuple[str, ...]:
         """Every digest under which a record makes ``ident`` count as done."""
-        self._read_kinds(conn)
+        read_kinds(self, conn)
         keys = [f"{ident.digest:032x}", f"{ident.plain:032x}"]
         if self._kinds.text:
             keys.append(f"{ident.legacy:032x}")
@@ -253,7 +197,7 @@ class SqliteBackend(BaseBackend):
 
     def _table_gone(self) -> bool:
         """Whether the records table was dropped (``stet.reset``) since this process looked."""
-        if self._read(self._read_columns):
+        if self._read(partial(read_columns, self)):
             return False
         self._columns = []
         self._checked_names = None
@@ -268,12 +212,12 @@ class SqliteBackend(BaseBackend):
         if self._memory is not None:
             return self._memory.has(ident)
         if not self._columns:
-            self._columns = self._read(self._read_columns)
+            self._columns = self._read(partial(read_columns, self))
             if not self._columns:
                 return False
         names: tuple[str, ...] = getattr(ident, "names", ())
         if any(name not in self._columns for name in names):
-            _check_case(self, names)  # before the run, not at its record
+            check_case(self, names)  # before the run, not at its record
         elif isinstance(ident, Identity):
             self._checked_names = ident.names
         keys = self._keys(ident, conn)
@@ -297,7 +241,7 @@ class SqliteBackend(BaseBackend):
 
         def scan(conn: sqlite3.Connection) -> Index:
             index = Index()
-            if not self._read_columns(conn):
+            if not read_columns(self, conn):
                 return index
             text = conn.execute(f"SELECT group_concat({KEY}, '') FROM {TABLE}").fetchone()[0]
             index.digests = keys_to_index(text or "")
@@ -326,7 +270,7 @@ class SqliteBackend(BaseBackend):
         """
         names = list(dict.fromkeys(n for i in idents for n in i.names))
         if not self._columns or any(n not in self._columns for n in names):
-            self._ensure_table(conn, names)  # else the table was seen with these columns
+            ensure_table(self, conn, names)  # else the table was seen with these columns
         stamp = utc_now()
         kinds = Index()
         batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
@@ -353,51 +297,24 @@ class SqliteBackend(BaseBackend):
             except sqlite3.OperationalError:
                 # The table changed under the columns this process knew (dropped by a
                 # reset, widened by another worker): look again, then insert.
-                self._ensure_table(conn, names)
+                ensure_table(self, conn, names)
                 conn.executemany(statement, params)
         added = conn.total_changes - before
         if added:
-            self._note_kinds(conn, kinds)
+            note_kinds(self, conn, kinds)
         return added
-
-    def _ensure_table(self, conn: sqlite3.Connection, names: list[str]) -> None:
-        """Create the table or add key columns; caller holds a write transaction."""
-        self._columns = self._read_columns(conn)
-        _check_case(self, names)
-        if not self._columns:
-            cols = ", ".join(f"{quote(n)} TEXT" for n in (*names, *_ALL_OWN))
-            conn.execute(f"CREATE TABLE {TABLE} ({cols})")
-            conn.execute(f"CREATE INDEX {TABLE}_key ON {TABLE} ({KEY})")
-            self._columns = self._read_columns(conn)
-            return
-        for name in names:
-            if name not in self._columns:
-                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} TEXT")
-                self._columns.append(name)
-
-    def _select(self, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
-        self._columns = self._read_columns(conn)
-        if not self._columns:
-            return []
-        cols = [c for c in self._columns if c != KEY]
-        found = conn.execute(
-            f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE} ORDER BY rowid"
-        ).fetchall()
-        records = list(read_records([*cols, "_stet_rowid"], found, self.bad))
-        rowids = [cells[-1] for cells, _, _ in records]
-        return list(zip(rowids, rows_of([*cols, "_stet_rowid"], records), strict=True))
 
     def rows(self) -> list[Row]:
         if not self.exists():
             return []
-        return [row for _, row in self._read(self._select)]
+        return [row for _, row in self._read(partial(select, self))]
 
     def discard(self, predicate: Callable[[Row], bool]) -> list[Row]:
         if not self.exists():
             return []
 
         def remove(conn: sqlite3.Connection) -> list[Row]:
-            removed = [(rowid, row) for rowid, row in self._select(conn) if predicate(row)]
+            removed = [(rowid, row) for rowid, row in select(self, conn) if predicate(row)]
             if removed:  # (no records table while every call so far failed)
                 rowids = [(rowid,) for rowid, _ in removed]
                 conn.executemany(f"DELETE FROM {TABLE} WHERE rowid = ?", rowids)
@@ -419,14 +336,14 @@ class SqliteBackend(BaseBackend):
     def key_columns(self) -> list[str]:
         if not self.exists():
             return []
-        return [c for c in self._read(self._read_columns) if not c.startswith("_stet_")]
+        return [c for c in self._read(partial(read_columns, self)) if not c.startswith("_stet_")]
 
     def count(self, func: str | None = None) -> int | None:
         if not self.exists():
             return None
 
         def counted(conn: sqlite3.Connection) -> int:
-            if not self._read_columns(conn):
+            if not read_columns(self, conn):
                 return 0
             if func is None:
                 return int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
@@ -443,7 +360,7 @@ class SqliteBackend(BaseBackend):
             return set()
 
         def read(conn: sqlite3.Connection) -> set[str]:
-            if not self._read_columns(conn):
+            if not read_columns(self, conn):
                 return set()
             found = conn.execute(f"SELECT DISTINCT _stet_func FROM {TABLE}")
             return {f for (f,) in found if f is not None}
@@ -477,17 +394,3 @@ class SqliteBackend(BaseBackend):
 
     def failures(self, ident: Identity) -> int:
         return claims.failures(self, ident)
-
-
-def _check_case(backend: SqliteBackend, names: Sequence[str]) -> None:
-    """SQLite column names ignore case: refuse ``Alpha`` beside ``alpha``."""
-    known = {c.lower(): c for c in backend._columns}
-    lowered: dict[str, str] = {}
-    for name in names:
-        other = known.get(name.lower()) or lowered.get(name.lower())
-        if other is not None and other != name:
-            raise backend.bad(
-                f"key names {other!r} and {name!r} differ only in case, which SQLite "
-                "column names cannot tell apart; rename one parameter"
-            )
-        lowered[name.lower()] = name

@@ -18,13 +18,12 @@ from stet._identity import Identity
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._ledger import FAILURE, RESET, Event, duplicate_event
 from stet.backends._records import describe
+from stet.backends._sqlitetable import CLAIMS, LEDGER, has_table
 
 if TYPE_CHECKING:
     from stet.backends._sqlite import SqliteBackend
 
 __all__ = [
-    "CLAIMS",
-    "LEDGER",
     "claim",
     "complete",
     "events",
@@ -34,9 +33,6 @@ __all__ = [
     "release",
     "renew",
 ]
-
-CLAIMS = "stet_claims"  # runs in progress, kept apart from completed records
-LEDGER = "stet_ledger"  # failures and duplicate executions
 
 
 # -- claims ------------------------------------------------------------------------
@@ -156,7 +152,7 @@ def in_progress(store: SqliteBackend) -> list[Claim]:
         return []
 
     def read(conn: sqlite3.Connection) -> list[Claim]:
-        if not store._has_table(conn, CLAIMS):
+        if not has_table(conn, CLAIMS):
             return []  # status must not create the claims table
         return [c for c in claim_rows(conn) if not c.stale()]
 
@@ -191,7 +187,7 @@ def events(store: SqliteBackend) -> list[Event]:
         return []
 
     def read(conn: sqlite3.Connection) -> list[Event]:
-        if not store._has_table(conn, LEDGER):
+        if not has_table(conn, LEDGER):
             return []
         found = conn.execute(f"SELECT * FROM {LEDGER} ORDER BY rowid").fetchall()
         return [
@@ -209,7 +205,7 @@ def failures(store: SqliteBackend, ident: Identity) -> int:
     key = f"{ident.digest:032x}"
 
     def read(conn: sqlite3.Connection) -> int:
-        if not store._has_table(conn, LEDGER):
+        if not has_table(conn, LEDGER):
             return 0
         found = conn.execute(
             f"SELECT count(*) FROM {LEDGER} WHERE key = ? AND event = ? AND rowid > "

@@ -18,16 +18,14 @@ from stet._errors import StoreError, StoreLockTimeout
 from stet.backends._atomic import real_path
 from stet.backends._index import Index
 from stet.backends._locking import lock_timeout
-from stet.backends._records import OWN, read_records
+from stet.backends._records import read_records
+from stet.backends._sqlitetable import ALL_OWN, TABLE, note_kinds, read_columns, read_kinds
 from stet.backends._sqlschema import KEY, quote
 
 if TYPE_CHECKING:
     from stet.backends._sqlite import SqliteBackend
 
-__all__ = ["can_write", "explain", "open_database"]
-
-TABLE = "stet_records"
-_ALL_OWN = (*OWN, KEY)
+__all__ = ["can_write", "check_writable", "explain", "open_database"]
 
 
 def explain(store: SqliteBackend, exc: sqlite3.Error) -> StoreError:
@@ -71,7 +69,7 @@ def open_database(store: SqliteBackend) -> sqlite3.Connection:
             conn = connect(store, f"file:{_uri_path(target)}")
             # Look before touching anything: a database stet does not understand
             # must keep every byte, and switching the journal mode writes.
-            store._columns = store._read_columns(conn)
+            store._columns = read_columns(store, conn)
             wal(store, conn)
             # WAL with synchronous=NORMAL: a commit survives a crash of the process;
             # only a power loss may undo the last commits, never corrupt the file.
@@ -80,8 +78,8 @@ def open_database(store: SqliteBackend) -> sqlite3.Connection:
                 upgrade(store, conn)
         else:
             conn = open_readonly(store, target)
-            store._columns = store._read_columns(conn)
-        store._read_kinds(conn)
+            store._columns = read_columns(store, conn)
+        read_kinds(store, conn)
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()  # else Windows keeps the rejected file locked
@@ -91,8 +89,8 @@ def open_database(store: SqliteBackend) -> sqlite3.Connection:
             # check_writable refuses records, before the body runs.
             conn = open_readonly(store, target)
             try:
-                store._columns = store._read_columns(conn)
-                store._read_kinds(conn)
+                store._columns = read_columns(store, conn)
+                read_kinds(store, conn)
             except BaseException:
                 conn.close()
                 raise
@@ -157,7 +155,7 @@ def upgrade(store: SqliteBackend, conn: sqlite3.Connection) -> None:
     stet 0.1 computed ``_stet_key`` differently and had no ``_stet_func``: such a
     table gets the new columns and every key recomputed, once, in one transaction.
     """
-    old = any(c not in store._columns for c in _ALL_OWN)
+    old = any(c not in store._columns for c in ALL_OWN)
     if not old:
         missing = conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone()
         if missing is None:
@@ -166,12 +164,12 @@ def upgrade(store: SqliteBackend, conn: sqlite3.Connection) -> None:
 
 
 def rekey(store: SqliteBackend, conn: sqlite3.Connection, everything: bool) -> None:
-    store._columns = store._read_columns(conn)
-    for name in _ALL_OWN:
+    store._columns = read_columns(store, conn)
+    for name in ALL_OWN:
         if name not in store._columns:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
-    store._columns = store._read_columns(conn)
+    store._columns = read_columns(store, conn)
     cols = [c for c in store._columns if c != KEY]
     where = "" if everything else f" WHERE {KEY} IS NULL"
     found = conn.execute(
@@ -183,7 +181,7 @@ def rekey(store: SqliteBackend, conn: sqlite3.Connection, everything: bool) -> N
         updates.append((f"{plan.digest(cells):032x}", cells[-1]))
         kinds.note(plan.func, plan.by_text)
     conn.executemany(f"UPDATE {TABLE} SET {KEY} = ? WHERE rowid = ?", updates)
-    store._note_kinds(conn, kinds)
+    note_kinds(store, conn, kinds)
 
 
 def _uri_path(path: str) -> str:
@@ -194,3 +192,32 @@ def _uri_path(path: str) -> str:
     if sys.platform == "win32":
         absolute = "/" + absolute.replace("\\", "/")
     return url_quote(absolute, safe="/:")
+
+
+def check_writable(store: SqliteBackend) -> None:
+    """Refuse, before the run, a store this process cannot record in."""
+    store._ensure_process()
+    if store._checked:
+        return
+    if os.path.exists(store.file):
+        store._conn()  # finds a full disk (see _sqliteopen.open_database)
+    if store._full:
+        raise StoreError(
+            f"stet: could not write {store.file}: the disk is full. The run was not "
+            "recorded; free some space and run again."
+        )
+    target = real_path(store.file)
+    if not can_write(store, target):
+        raise StoreError(
+            f"stet: {store.file} is read-only (or its directory is), so stet cannot "
+            "record runs in it. Make both writable, or choose another store."
+        )
+    directory = os.path.dirname(target) or "."
+    while not os.path.isdir(directory):
+        directory = os.path.dirname(directory) or "."
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"stet: cannot record runs in {store.file}: the directory {directory} is not "
+            "writable. Make it writable, or choose a store in a writable directory."
+        )
+    store._checked = True

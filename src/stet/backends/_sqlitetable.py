@@ -1,0 +1,124 @@
+"""The SQLite store's records table: its columns, the kinds of record it holds, rows.
+
+``stet_records`` has one TEXT column per key parameter, stet's own columns and the
+indexed ``_stet_key``; ``stet_meta`` notes which kinds of record (function-less,
+text-matched) the table holds, so a lookup asks only for the digests that can match.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from stet.backends._index import Index
+from stet.backends._records import OWN, Row, read_records, rows_of
+from stet.backends._sqlschema import KEY, check_columns, quote
+
+if TYPE_CHECKING:
+    from stet.backends._sqlite import SqliteBackend
+
+__all__ = [
+    "ALL_OWN",
+    "CLAIMS",
+    "LEDGER",
+    "META",
+    "TABLE",
+    "check_case",
+    "ensure_table",
+    "has_table",
+    "note_kinds",
+    "read_columns",
+    "read_kinds",
+    "select",
+]
+
+TABLE = "stet_records"
+META = "stet_meta"  # which kinds of record the table holds
+CLAIMS = "stet_claims"  # runs in progress, kept apart from completed records
+LEDGER = "stet_ledger"  # failures and duplicate executions
+STET_TABLES = (TABLE, CLAIMS, LEDGER, META)
+ALL_OWN = (*OWN, KEY)
+
+
+def read_columns(store: SqliteBackend, conn: sqlite3.Connection) -> list[str]:
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    if TABLE not in tables:
+        others = [t for t in tables if not t.startswith("sqlite_") and t not in STET_TABLES]
+        if others:
+            raise store.bad(f"it has no {TABLE} table (its tables: {', '.join(others)})")
+        return []
+    columns = [r[1] for r in conn.execute(f"PRAGMA table_info({TABLE})")]
+    check_columns(columns, ALL_OWN, store.bad)
+    return columns
+
+
+def read_kinds(store: SqliteBackend, conn: sqlite3.Connection) -> None:
+    kinds = Index()
+    if has_table(conn, META):
+        for name, value in conn.execute(f"SELECT name, value FROM {META}"):
+            if name in ("plain", "text", "text_func") and value == "1":
+                setattr(kinds, name, True)
+    store._kinds = kinds
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+    ).fetchone()
+    return found is not None
+
+
+def note_kinds(store: SqliteBackend, conn: sqlite3.Connection, kinds: Index) -> None:
+    flags = [name for name in ("plain", "text", "text_func") if getattr(kinds, name)]
+    if not flags:
+        return
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {META} (name TEXT PRIMARY KEY, value TEXT)")
+    conn.executemany(
+        f"INSERT OR REPLACE INTO {META} (name, value) VALUES (?, '1')", [(f,) for f in flags]
+    )
+    for flag in flags:
+        setattr(store._kinds, flag, True)
+
+
+def ensure_table(store: SqliteBackend, conn: sqlite3.Connection, names: list[str]) -> None:
+    """Create the table or add key columns; caller holds a write transaction."""
+    store._columns = read_columns(store, conn)
+    check_case(store, names)
+    if not store._columns:
+        cols = ", ".join(f"{quote(n)} TEXT" for n in (*names, *ALL_OWN))
+        conn.execute(f"CREATE TABLE {TABLE} ({cols})")
+        conn.execute(f"CREATE INDEX {TABLE}_key ON {TABLE} ({KEY})")
+        store._columns = read_columns(store, conn)
+        return
+    for name in names:
+        if name not in store._columns:
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} TEXT")
+            store._columns.append(name)
+
+
+def select(store: SqliteBackend, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
+    store._columns = read_columns(store, conn)
+    if not store._columns:
+        return []
+    cols = [c for c in store._columns if c != KEY]
+    found = conn.execute(
+        f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE} ORDER BY rowid"
+    ).fetchall()
+    records = list(read_records([*cols, "_stet_rowid"], found, store.bad))
+    rowids = [cells[-1] for cells, _, _ in records]
+    return list(zip(rowids, rows_of([*cols, "_stet_rowid"], records), strict=True))
+
+
+def check_case(store: SqliteBackend, names: Sequence[str]) -> None:
+    """SQLite column names ignore case: refuse ``Alpha`` beside ``alpha``."""
+    known = {c.lower(): c for c in store._columns}
+    lowered: dict[str, str] = {}
+    for name in names:
+        other = known.get(name.lower()) or lowered.get(name.lower())
+        if other is not None and other != name:
+            raise store.bad(
+                f"key names {other!r} and {name!r} differ only in case, which SQLite "
+                "column names cannot tell apart; rename one parameter"
+            )
+        lowered[name.lower()] = name
