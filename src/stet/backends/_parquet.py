@@ -25,8 +25,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 from stet._errors import StoreError
@@ -37,36 +35,23 @@ from stet.backends._filestore import FileBackend
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
+from stet.backends._parquettable import (
+    encode_table,
+    merge_tables,
+    pyarrow,
+    read_table,
+    table_of,
+    table_records,
+)
 from stet.backends._records import (
-    FUNC,
-    HOST,
-    JOB,
-    OWN,
-    TIMESTAMP,
-    TYPES,
-    Record,
     Row,
-    read_records,
     rows_of,
 )
 
 __all__ = ["ParquetBackend"]
 
-#: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
-_FOLDED = b"stet.journal"
 _FOLD_MIN = 1000  # journal records before a fold is worth it
 _IDLE = 1.0  # seconds without a record after which a process folds its journal
-
-
-def _pyarrow() -> tuple[ModuleType, ModuleType]:
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise ImportError(
-            'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
-        ) from None
-    return pyarrow, pyarrow.parquet
 
 
 def _sig(path: str) -> tuple[int, int, int] | None:
@@ -89,7 +74,7 @@ class ParquetBackend(FileBackend):
     fixed_columns = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        _pyarrow()  # fail at once, with the install hint, when pyarrow is missing
+        pyarrow()  # fail at once, with the install hint, when pyarrow is missing
         super().__init__(path)
         self.log_file = self.side + ".journal"
 
@@ -154,8 +139,8 @@ class ParquetBackend(FileBackend):
         else:
             folded = 0
             if base_data:
-                table, folded = self._table(base_data, journal)
-                self._base_count = self._index.add_records(self._base_records(table))
+                table, folded = read_table(base_data, journal, self.bad)
+                self._base_count = self._index.add_records(table_records(table, self.bad))
             parsed = self._parse(journal[folded:], folded, {})
             self._journal_count = self._index.add_records(parsed.records)
         parsed.state.update(base=base_hash, base_count=self._base_count)
@@ -179,54 +164,14 @@ class ParquetBackend(FileBackend):
         except OSError as exc:
             raise StoreError(f"stet: cannot read {path}: {exc.strerror or exc}") from None
 
-    def _table(self, data: bytes, journal: bytes) -> tuple[Any, int]:
-        """The Parquet file's table, and how many journal bytes it already holds."""
-        pa, pq = _pyarrow()
-        try:
-            # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it
-            # pandas. No threads: a pyarrow thread pool still running at interpreter
-            # exit can abort the process ("terminate called").
-            table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
-        except (pa.ArrowException, OSError) as exc:
-            raise self.bad(f"not a readable Parquet file ({exc})") from None
-        folded = 0
-        meta = table.schema.metadata or {}
-        if _FOLDED in meta:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                info = json.loads(meta[_FOLDED])
-                size = int(info["bytes"])
-                if hashlib.sha256(journal[:size]).hexdigest() == info["sha256"]:
-                    folded = size
-        names = [n for n in table.column_names if not n.startswith("__index_level_")]
-        table = table.select(names)
-        if TIMESTAMP not in names:
-            raise self.bad(
-                f"its columns {names} have no {TIMESTAMP}, so it was not written by stet"
-            )
-        for name in names:
-            if name.startswith("_stet_") and name not in OWN:
-                raise self.bad(f"unknown column {name!r} (written by a newer stet?)")
-            kind = table.schema.field(name).type
-            if not (
-                pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
-            ):
-                raise self.bad(f"column {name!r} holds {kind}, but stet stores text")
-        # pandas writes large_string or null columns; stet's own writes use string.
-        return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
-
-    def _base_records(self, table: Any) -> Iterator[Record]:
-        names = table.column_names
-        columns = [table.column(name).to_pylist() for name in names]
-        return read_records(names, zip(*columns, strict=True), self.bad, "row {}".format)
-
     def _all_rows(self) -> list[Row]:
         base_data = self._read_file(self.file)
         journal = self._read_file(self.log_file)
         rows: list[Row] = []
         folded = 0
         if base_data:
-            table, folded = self._table(base_data, journal)
-            rows += rows_of(table.column_names, self._base_records(table))
+            table, folded = read_table(base_data, journal, self.bad)
+            rows += rows_of(table.column_names, table_records(table, self.bad))
         parsed = self._parse(journal[folded:], folded, {})
         rows += rows_of(parsed.header, parsed.records, parsed.lines)
         return rows
@@ -308,7 +253,7 @@ class ParquetBackend(FileBackend):
 
     def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
-        written = self._write_table(self._table_of(rows), None, what)
+        written = self._write_file(encode_table(table_of(rows), None), what)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_file)
         self._forget()
@@ -328,7 +273,6 @@ class ParquetBackend(FileBackend):
 
     def _fold(self) -> None:
         """Move the journal's records into the Parquet file. Caller holds the lock."""
-        pa, _ = _pyarrow()
         if self._torn:
             repair_torn(self)
         base_data = self._read_file(self.file)
@@ -336,29 +280,17 @@ class ParquetBackend(FileBackend):
         folded = 0
         tables = []
         if base_data:
-            table, folded = self._table(base_data, journal)
+            table, folded = read_table(base_data, journal, self.bad)
             tables.append(table)
         parsed = self._parse(journal[folded:], folded, {})
         new = list(rows_of(parsed.header, parsed.records))
         if new:
-            tables.append(self._table_of(new))
+            tables.append(table_of(new))
         if not tables:
             return
-        columns: list[str] = []
-        for table in tables:
-            columns += [c for c in table.column_names if c not in columns and c not in OWN]
-        columns += [c for c in OWN if any(c in t.column_names for t in tables)]
-        aligned = [
-            pa.table(
-                {
-                    c: t.column(c) if c in t.column_names else pa.nulls(t.num_rows, pa.string())
-                    for c in columns
-                }
-            )
-            for t in tables
-        ]
-        whole = pa.concat_tables(aligned).combine_chunks()
-        written = self._write_table(whole, (len(journal), hashlib.sha256(journal).hexdigest()))
+        whole = merge_tables(tables)
+        folded_now = (len(journal), hashlib.sha256(journal).hexdigest())
+        written = self._write_file(encode_table(whole, folded_now))
         # The Parquet file now holds the journal (its metadata says so): emptying the
         # journal may fail or be cut by a crash without losing or doubling a run.
         with contextlib.suppress(FileNotFoundError):
@@ -388,30 +320,8 @@ class ParquetBackend(FileBackend):
             self._prepare_write()
             self._locked(self._fold_now)
 
-    def _table_of(self, rows: list[Row]) -> Any:
-        pa, _ = _pyarrow()
-        keys: list[str] = []
-        for row in rows:
-            keys += [n for n in row.values if n not in keys]
-        own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
-        return pa.table(
-            {c: pa.array([row.cell(c) for row in rows], type=pa.string()) for c in [*keys, *own]}
-        )
-
-    def _write_table(
-        self, table: Any, folded: tuple[int, str] | None, what: str = "Nothing was changed."
-    ) -> str:
-        """Write ``table`` as the Parquet file; return the SHA-256 of the bytes written."""
-        pa, pq = _pyarrow()
-        if folded is not None:
-            info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), _FOLDED: info})
-        sink = pa.BufferOutputStream()
-        # Dictionary-encode only the columns that repeat; unique texts and timestamps
-        # gain nothing from it and cost a third of the write time.
-        repeat = [c for c in (FUNC, TYPES, HOST, JOB) if c in table.column_names]
-        pq.write_table(table, sink, use_dictionary=repeat, compression="snappy")
-        data = bytes(sink.getvalue().to_pybytes())
+    def _write_file(self, data: bytes, what: str = "Nothing was changed.") -> str:
+        """Replace the Parquet file by ``data``; return their SHA-256."""
         atomic_write(self.file, data, store=self.file, what=what)
         return hashlib.sha256(data).hexdigest()
 

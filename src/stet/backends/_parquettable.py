@@ -1,0 +1,129 @@
+"""The Parquet store's file: pyarrow tables of string columns, read and written.
+
+pyarrow is imported here, and only when a Parquet store is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any
+
+from stet._errors import StoreError
+from stet.backends._records import (
+    FUNC,
+    HOST,
+    JOB,
+    OWN,
+    TIMESTAMP,
+    TYPES,
+    Record,
+    Row,
+    read_records,
+)
+
+__all__ = ["encode_table", "merge_tables", "pyarrow", "read_table", "table_of", "table_records"]
+
+#: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
+FOLDED = b"stet.journal"
+
+
+def pyarrow() -> tuple[ModuleType, ModuleType]:
+    """Pyarrow and pyarrow.parquet, or an ImportError that says how to install them."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise ImportError(
+            'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+def read_table(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, int]:
+    """The Parquet file's table, and how many bytes of ``journal`` it already holds."""
+    pa, pq = pyarrow()
+    try:
+        # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it
+        # pandas. No threads: a pyarrow thread pool still running at interpreter
+        # exit can abort the process ("terminate called").
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise bad(f"not a readable Parquet file ({exc})") from None
+    folded = 0
+    meta = table.schema.metadata or {}
+    if FOLDED in meta:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            info = json.loads(meta[FOLDED])
+            size = int(info["bytes"])
+            if hashlib.sha256(journal[:size]).hexdigest() == info["sha256"]:
+                folded = size
+    names = [n for n in table.column_names if not n.startswith("__index_level_")]
+    table = table.select(names)
+    if TIMESTAMP not in names:
+        raise bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
+    for name in names:
+        if name.startswith("_stet_") and name not in OWN:
+            raise bad(f"unknown column {name!r} (written by a newer stet?)")
+        kind = table.schema.field(name).type
+        if not (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
+        ):
+            raise bad(f"column {name!r} holds {kind}, but stet stores text")
+    # pandas writes large_string or null columns; stet's own writes use string.
+    return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
+
+
+def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Record]:
+    """Validate the table's rows as records (see `read_records`)."""
+    names = table.column_names
+    columns = [table.column(name).to_pylist() for name in names]
+    return read_records(names, zip(*columns, strict=True), bad, "row {}".format)
+
+
+def table_of(rows: list[Row]) -> Any:
+    """A table of ``rows``: key columns in order of appearance, then stet's own."""
+    pa, _ = pyarrow()
+    keys: list[str] = []
+    for row in rows:
+        keys += [n for n in row.values if n not in keys]
+    own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
+    return pa.table(
+        {c: pa.array([row.cell(c) for row in rows], type=pa.string()) for c in [*keys, *own]}
+    )
+
+
+def merge_tables(tables: Sequence[Any]) -> Any:
+    """One table of all rows; a column some tables lack is null in their rows."""
+    pa, _ = pyarrow()
+    columns: list[str] = []
+    for table in tables:
+        columns += [c for c in table.column_names if c not in columns and c not in OWN]
+    columns += [c for c in OWN if any(c in t.column_names for t in tables)]
+    aligned = [
+        pa.table(
+            {
+                c: t.column(c) if c in t.column_names else pa.nulls(t.num_rows, pa.string())
+                for c in columns
+            }
+        )
+        for t in tables
+    ]
+    return pa.concat_tables(aligned).combine_chunks()
+
+
+def encode_table(table: Any, folded: tuple[int, str] | None) -> bytes:
+    """The bytes of a Parquet file of ``table``; ``folded`` notes the journal it holds."""
+    pa, pq = pyarrow()
+    if folded is not None:
+        info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), FOLDED: info})
+    sink = pa.BufferOutputStream()
+    # Dictionary-encode only the columns that repeat; unique texts and timestamps
+    # gain nothing from it and cost a third of the write time.
+    repeat = [c for c in (FUNC, TYPES, HOST, JOB) if c in table.column_names]
+    pq.write_table(table, sink, use_dictionary=repeat, compression="snappy")
+    return bytes(sink.getvalue().to_pybytes())
