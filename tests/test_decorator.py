@@ -129,6 +129,21 @@ def test_first_call_says_which_store_and_how_many_runs_it_holds(
     ]
 
 
+def test_first_call_says_one_completed_run_in_the_singular(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    get_backend(store).record({"x": 1})
+
+    @stet.once(store=store)
+    def f(x: int) -> None:
+        pass
+
+    f(2)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"[stet] f: store {store} holds 1 completed run of it"
+    )
+
+
 def test_exception_propagates_and_records_nothing(store: Path) -> None:
     attempts: list[int] = []
 

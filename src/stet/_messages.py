@@ -78,7 +78,8 @@ class Reporter:
         if held is None:
             say(f"[stet] {self.name}: store {where} (new, nothing recorded yet)")
         else:
-            say(f"[stet] {self.name}: store {where} holds {_count(held)} completed runs of it")
+            runs = "run" if held == 1 else "runs"
+            say(f"[stet] {self.name}: store {where} holds {_count(held)} completed {runs} of it")
 
     def skipped(self, ident: Identity, busy: Claim | None = None, why: str | None = None) -> None:
         """A call was skipped: print its line, or count it silently."""

@@ -174,10 +174,14 @@ class BaseBackend(ABC):
         """
 
     def count(self, func: str | None = None) -> int | None:
-        """Records of function ``func`` (all records if None); None if no store exists."""
+        """Records that count as runs of ``func`` (all records if None); None if no store.
+
+        A record that names no function (imported, or written by stet 0.0.x) counts as a
+        run of every function, as it does when a call is looked up.
+        """
         if not self.exists():
             return None
-        return sum(1 for row in self.rows() if func is None or row.func == func)
+        return sum(1 for row in self.rows() if func is None or row.func in (func, None))
 
     def functions(self) -> set[str]:
         """The function names the store's records carry."""

@@ -226,7 +226,7 @@ class FileReader(FileFormat, BaseBackend):
             return None
         if func is None:
             return len(self._index)
-        return self._index.funcs.get(func, 0)
+        return self._index.funcs.get(func, 0) + self._index.funcs.get(None, 0)
 
     def functions(self) -> set[str]:
         self._sync()

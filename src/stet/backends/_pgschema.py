@@ -55,7 +55,7 @@ class _Sql:
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
         self.drop = f"DROP TABLE IF EXISTS {t}, {led}"
         self.count_all = f"SELECT count(*) FROM {t}"
-        self.count_func = f"SELECT count(*) FROM {t} WHERE _stet_func = %s"
+        self.count_func = f"SELECT count(*) FROM {t} WHERE _stet_func = %s OR _stet_func IS NULL"
         self.functions = f"SELECT DISTINCT _stet_func FROM {t}"
         self.kinds = (
             f"SELECT coalesce(bool_or({_BY_TEXT}), false), coalesce(bool_or(NOT {_BY_TEXT}), "

@@ -349,7 +349,8 @@ class SqliteBackend(BaseBackend):
                 return int(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0])
             return int(
                 conn.execute(
-                    f"SELECT count(*) FROM {TABLE} WHERE _stet_func = ?", (func,)
+                    f"SELECT count(*) FROM {TABLE} WHERE _stet_func = ? OR _stet_func IS NULL",
+                    (func,),
                 ).fetchone()[0]
             )
 
