@@ -215,12 +215,13 @@ class FileBackend(FileReader):
             if os.path.islink(self.file):
                 # A shared file linked into this project: empty it through the link.
                 self._rewrite([])
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.file)
-                self._forget()
+            for path in dict.fromkeys((self.file, self.log_file)):  # (Parquet: its journal)
+                if not os.path.islink(path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
             self.snapshot.remove()
             self.claims.ledger.remove()  # its failures go with the store
+            self._forget()
 
         self._locked(remove)
 

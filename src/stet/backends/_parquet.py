@@ -331,25 +331,6 @@ class ParquetBackend(FileBackend):
         self._check_regular()
         return os.path.exists(self.file) or os.path.exists(self.log_file)
 
-    def drop(self) -> None:
-        if not self.exists():
-            return
-        self._prepare_write()
-
-        def remove() -> None:
-            if os.path.islink(self.file):
-                self._rewrite([])
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.file)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.log_file)
-            self.snapshot.remove()
-            self.claims.ledger.remove()  # its failures go with the store
-            self._forget()
-
-        self._locked(remove)
-
     def key_columns(self) -> list[str]:
         seen: dict[str, None] = {}
         for row in self.rows():
