@@ -57,6 +57,60 @@ def test_four_workers_run_every_key_exactly_once(any_store: str, tmp_path: Path)
     assert get_backend(any_store).in_progress() == []
 
 
+#: A worker that opens the (still empty) store, waits for the others, then walks the
+#: same keys with a body that does nothing: the tightest race between a worker that
+#: finishes a run and one that is about to claim it.
+_RACER = """
+import os, sys, time
+import stet
+
+store, barrier, log, index = sys.argv[1:5]
+
+@stet.once(store=store, claim=True, quiet=True)
+def f(k):
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, f"{k}\\n".encode())
+    os.close(fd)
+
+f.has(-1)  # open the store while it has no record at all
+open(os.path.join(barrier, f"ready-{index}"), "w").close()
+while not os.path.exists(os.path.join(barrier, "go")):
+    time.sleep(0.001)
+for k in range(60):
+    f(k)
+"""
+
+
+def test_workers_that_opened_an_empty_store_never_rerun_a_finished_run(
+    any_store: str, tmp_path: Path
+) -> None:
+    """Regression: a SQLite worker that had seen no records table skipped the "already
+    done?" check of its claims, so it claimed and ran again runs another worker had just
+    finished (1 to 3 of 60 keys ran twice with 8 workers)."""
+    script, barrier, log = tmp_path / "racer.py", tmp_path / "barrier", tmp_path / "ran.txt"
+    script.write_text(_RACER)
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), any_store, str(barrier), str(log), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(6)
+    ]
+    deadline = time.time() + 120
+    while len(list(barrier.glob("ready-*"))) < len(procs):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.time() < deadline, "the workers did not all start"
+        time.sleep(0.01)
+    (barrier / "go").touch()
+    _finish(procs)
+    ran = Counter(int(line) for line in log.read_text().split())
+    assert ran == Counter(range(60)), {k: n for k, n in ran.items() if n != 1}
+    assert len(get_backend(any_store).load()) == 60
+
+
 def test_killed_worker_key_is_run_by_a_survivor(any_store: str, tmp_path: Path) -> None:
     """On Windows stet cannot tell that the victim died (``pid_alive``), so the
     survivors take its run over once its lease (30 s in the script) runs out."""

@@ -5,9 +5,12 @@ pyarrow is imported here, and only when a Parquet store is used.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import hashlib
+import itertools
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -25,7 +28,15 @@ from stet.backends._records import (
     read_records,
 )
 
-__all__ = ["encode_table", "merge_tables", "pyarrow", "read_table", "table_of", "table_records"]
+__all__ = [
+    "encode_table",
+    "merge_tables",
+    "pyarrow",
+    "read_table",
+    "table_of",
+    "table_records",
+    "text_array",
+]
 
 #: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
 FOLDED = b"stet.journal"
@@ -91,8 +102,30 @@ def table_of(rows: list[Row]) -> Any:
     for row in rows:
         keys += [n for n in row.values if n not in keys]
     own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
-    return pa.table(
-        {c: pa.array([row.cell(c) for row in rows], type=pa.string()) for c in [*keys, *own]}
+    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in [*keys, *own]})
+
+
+def text_array(values: list[str | None]) -> Any:
+    """A pyarrow string array of ``values`` (None: null), built from its buffers.
+
+    Not ``pa.array``: it imports pandas to ask whether a list is a pandas object, and
+    importing pandas while Python shuts down fails ("can't register atexit after
+    shutdown"), which left the journal of a process that folded only at exit unfolded.
+    """
+    pa, _ = pyarrow()
+    encoded = [b"" if v is None else v.encode("utf-8") for v in values]
+    data = b"".join(encoded)
+    if len(data) >= 2**31:  # past 32-bit offsets: rare enough to take the slow road
+        return pa.array(values, type=pa.string())
+    offsets = array.array("i", [0, *itertools.accumulate(map(len, encoded))])
+    if sys.byteorder == "big":
+        offsets.byteswap()  # Arrow buffers are little-endian
+    valid = None
+    if None in values:
+        bits = sum(1 << i for i, v in enumerate(values) if v is not None)
+        valid = pa.py_buffer(bits.to_bytes((len(values) + 7) // 8, "little"))
+    return pa.StringArray.from_buffers(
+        len(values), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data), valid
     )
 
 

@@ -29,6 +29,7 @@ from stet.backends._records import OWN, Row, utc_now
 from stet.backends._sqliteopen import check_writable, explain, open_database
 from stet.backends._sqlitetable import (
     LEDGER,
+    LOOKUP,
     TABLE,
     check_case,
     ensure_table,
@@ -42,10 +43,6 @@ from stet.backends._sqlschema import KEY, keys_to_index, quote
 __all__ = ["SqliteBackend"]
 
 T = TypeVar("T")
-#: The lookup of a run under 1, 2 or 3 digests, by how many are given.
-_LOOKUP = {
-    n: f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * n)}) LIMIT 1" for n in (1, 2, 3)
-}
 
 
 class _Local(threading.local):
@@ -184,11 +181,11 @@ class SqliteBackend(BaseBackend):
         # about to run) looks for function-less and text-matched records too.
         try:
             cursor = local.cursor
-            cursor.execute(_LOOKUP[1], (f"{ident.digest:032x}",))
+            cursor.execute(LOOKUP[1], (f"{ident.digest:032x}",))
             if cursor.fetchone() is not None:
                 return True
             keys = self._keys(ident, local.conn)
-            cursor.execute(_LOOKUP[len(keys)], keys)
+            cursor.execute(LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None
         except sqlite3.Error as exc:
             if self._table_gone():
@@ -222,7 +219,7 @@ class SqliteBackend(BaseBackend):
             self._checked_names = ident.names
         keys = self._keys(ident, conn)
         try:
-            return conn.execute(_LOOKUP[len(keys)], keys).fetchone() is not None
+            return conn.execute(LOOKUP[len(keys)], keys).fetchone() is not None
         except sqlite3.Error as exc:
             if self._table_gone():
                 return False

@@ -18,7 +18,7 @@ from stet._identity import Identity
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._ledger import FAILURE, RESET, Event, duplicate_event
 from stet.backends._records import describe
-from stet.backends._sqlitetable import CLAIMS, LEDGER, has_table
+from stet.backends._sqlitetable import CLAIMS, LEDGER, LOOKUP, has_table, read_columns
 
 if TYPE_CHECKING:
     from stet.backends._sqlite import SqliteBackend
@@ -72,13 +72,11 @@ def claim(
 
     def attempt(conn: sqlite3.Connection) -> tuple[Outcome, Claim | None]:
         keys = store._keys(ident, conn)
-        marks = ", ".join("?" * len(keys))
-        if (
-            store._columns
-            and conn.execute(
-                f"SELECT 1 FROM stet_records WHERE _stet_key IN ({marks})", keys
-            ).fetchone()
-        ):
+        # Look at the table itself, inside this transaction: this process may have last
+        # seen the store without a records table, and another worker may have created
+        # it since, with this very run in it.
+        store._columns = read_columns(store, conn)
+        if store._columns and conn.execute(LOOKUP[len(keys)], keys).fetchone():
             return Outcome.DONE, None
         claims_table(conn)
         found = claim_rows(conn, key)

@@ -22,6 +22,7 @@ __all__ = [
     "ALL_OWN",
     "CLAIMS",
     "LEDGER",
+    "LOOKUP",
     "META",
     "TABLE",
     "check_case",
@@ -39,6 +40,10 @@ CLAIMS = "stet_claims"  # runs in progress, kept apart from completed records
 LEDGER = "stet_ledger"  # failures and duplicate executions
 STET_TABLES = (TABLE, CLAIMS, LEDGER, META)
 ALL_OWN = (*OWN, KEY)
+#: The lookup of a run under 1, 2 or 3 digests, by how many are given.
+LOOKUP = {
+    n: f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * n)}) LIMIT 1" for n in (1, 2, 3)
+}
 
 
 def read_columns(store: SqliteBackend, conn: sqlite3.Connection) -> list[str]:
