@@ -6,7 +6,6 @@ as an HTML table in Jupyter, and plain attributes for code.
 
 from __future__ import annotations
 
-import html
 import itertools
 import time
 from collections.abc import Iterable, Mapping
@@ -99,6 +98,8 @@ class Status:
 
     def _repr_html_(self) -> str:
         """The summary as an HTML table (Jupyter shows this)."""
+        import html  # only for notebooks
+
         e = html.escape
         rows = [("Store", e(self.store)), ("Completed", f"{self.completed:,}")]
         if len(self.by_function) > 1:

@@ -7,7 +7,6 @@ finds it by name; cloudpickle (notebooks, Dask, loky, Ray) carries it by value.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import importlib
 import inspect
@@ -149,6 +148,8 @@ def wrap(runner: Runner) -> _Once:
         if hasattr(inspect, "markcoroutinefunction"):
             inspect.markcoroutinefunction(wrapper)
         else:  # Python 3.11: asyncio.iscoroutinefunction looks for this marker
+            import asyncio  # here: asyncio costs a third of `import stet`, async users have it
+
             wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
         return wrapper
     return _Once(runner)
