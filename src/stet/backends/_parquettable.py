@@ -46,6 +46,7 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
     """Pyarrow and pyarrow.parquet, or an ImportError that says how to install them."""
     try:
         import pyarrow
+        import pyarrow.compute  # here, not first inside the store lock: cast needs it
         import pyarrow.parquet
     except ImportError:
         raise ImportError(
