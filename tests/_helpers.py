@@ -26,6 +26,10 @@ from stet.backends import get_backend
 
 EXTENSIONS = (".csv", ".json", ".sqlite", ".parquet")
 TESTS_DIR = Path(__file__).resolve().parent
+#: The source tree of the stet these tests imported (a worktree's ``src``, or a scratch
+#: copy given in PYTHONPATH); child processes must import the same one, never the
+#: editable install of another checkout.
+SRC_DIR = Path(stet.__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 #: Whether tests may start processes with multiprocessing's "fork" method. Windows has
@@ -317,13 +321,20 @@ def read_until_done(
 # -- subprocess helpers ---------------------------------------------------------------
 
 
+def python_path(old: str | None) -> str:
+    """``PYTHONPATH`` for a child: the tests and the stet under test first, then ``old``."""
+    first = [str(TESTS_DIR), str(SRC_DIR)]
+    rest = [p for p in (old or "").split(os.pathsep) if p and p not in first]
+    return os.pathsep.join([*first, *rest])
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    """The environment for a child Python: this one, tests importable, stet quiet off."""
+    """The environment for a child Python: this one, tests and the stet under test
+    importable, stet quiet off."""
     env = dict(os.environ)
     env.pop("STET_QUIET", None)
     env.pop("STET_LOCK_TIMEOUT", None)
-    old = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(TESTS_DIR) + (os.pathsep + old if old else "")
+    env["PYTHONPATH"] = python_path(env.get("PYTHONPATH"))
     env.update(extra)
     return env
 
