@@ -102,6 +102,28 @@ def read_standard(path: Path) -> list[dict[str, Cell]]:
     raise AssertionError(f"unknown store ending {ext}")
 
 
+def write_0_0_x_store(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` as stet 0.0.x did (through pandas; every value ``str(value)``, no
+    ``_stet_types`` or ``_stet_func``): CSV, JSON (``indent=2``), SQLite or Parquet."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    elif path.suffix in (".sqlite", ".db"):
+        conn = sqlite3.connect(path)
+        try:
+            frame.to_sql("stet_records", conn, index=False)
+        finally:
+            conn.close()
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        raise AssertionError(f"unknown store ending {path.suffix}")
+
+
 def present(row: Mapping[str, Cell], name: str) -> bool:
     """Whether ``row`` (from :func:`read_standard`) has a value for key ``name``."""
     types = row.get("_stet_types") or ""
