@@ -124,6 +124,17 @@ def write_0_0_x_store(path: Path, rows: list[dict[str, str]]) -> None:
         raise AssertionError(f"unknown store ending {path.suffix}")
 
 
+def long_value(size: int) -> str:
+    """A text of exactly ``size`` characters, the same in every process, full of what a
+    store must quote or escape (commas, quotes, line ends, non-ASCII) and numbered every
+    kilobyte, so that a cut, a shift or a dropped piece anywhere changes it."""
+    filler = 'a,b "quoted" ünï 日本\tx;y=z\\ '
+    body = (filler * (1000 // len(filler) + 1))[:986] + "\r\n\n"
+    blocks = (size + 999) // 1000
+    text = "".join(f"[{i:09d}]{body}" for i in range(blocks))
+    return text[:size]
+
+
 def present(row: Mapping[str, Cell], name: str) -> bool:
     """Whether ``row`` (from :func:`read_standard`) has a value for key ``name``."""
     types = row.get("_stet_types") or ""
