@@ -378,25 +378,28 @@ def test_0_0_x_rows_keep_matching_after_a_new_key_column_is_added(
     def tune(alpha: float, seed: int, lr: float) -> None:
         pass
 
+    @stet.once(store=store, quiet=True)
+    def train(alpha: float, seed: int) -> None:
+        pass
+
     tune(0.1, 1, 0.01)
+    train(0.4, 1)  # a new record without the new column
     if ext == ".parquet":
         backend = get_backend(store)
         assert isinstance(backend, ParquetBackend)
-        backend.fold()  # the new column goes into the .parquet file itself
+        backend.fold()  # the journal goes into the .parquet file itself
         frame = pd.read_parquet(store)
-        assert list(frame["lr"].isna()) == [True, True, False], "a missing key is not null"
-        assert list(frame["lr"])[2] == "0.01"
+        assert list(frame["lr"].isna()) == [True, True, False, True], "a missing key is not null"
     script = tmp_path / "sweep.py"
     script.write_text(
         "import sys, stet\n"
         "@stet.once(store=sys.argv[1], quiet=True)\n"
         "def train(alpha, seed):\n"
         "    print('ran', alpha, seed)\n"
-        "train(0.1, 1)\n"
-        "train(0.2, 1)\n"
-        "train(0.3, 1)\n"
+        "for alpha in (0.1, 0.2, 0.3, 0.4):\n"
+        "    train(alpha, 1)\n"
     )
     assert run_python([str(script), str(store)], cwd=tmp_path).stdout == "ran 0.3 1\n"
     rows = read_standard(store)
     missing = "" if ext == ".csv" else None  # a CSV file has no null
-    assert [r.get("lr") for r in rows][:3] == [missing, missing, "0.01"]
+    assert [r.get("lr") for r in rows] == [missing, missing, "0.01", missing, missing]
