@@ -127,7 +127,7 @@ def _no_pickles(store: Path) -> None:
 
         schema = pq.read_schema(store)
         for field in schema:
-            assert pa.types.is_string(field.type) or pa.types.is_large_string(field.type), field
+            assert pa.types.is_string(field.type), field  # stet writes string columns
 
 
 def test_hostile_values_stored_faithfully_and_skipped_in_a_fresh_process(
@@ -369,11 +369,22 @@ def test_sql_keywords_and_non_ascii_names_are_ordinary_names(tmp_path: Path, sto
     assert ran == [1]
 
 
-def test_names_differing_only_in_case_are_different_parameters(store: Path) -> None:
+#: SQLite column names ignore case, so a SQLite store cannot hold ``alpha`` and
+#: ``Alpha`` as two columns: it refuses them, before the body runs, naming the store.
+CASE_BLIND = (".sqlite",)
+
+SQLITE_NEW_STORE_CASE = (
+    "SQLite store: on a store without a table yet, the lookup returns 'not done' before "
+    "checking the key names, so the body runs and only the record then refuses names "
+    "that differ only in case"
+)
+
+
+def test_names_differing_only_in_case_are_different_parameters(store: Path, ext: str) -> None:
     """Python names are case-sensitive: ``alpha`` and ``Alpha`` are two parameters.
-    Two functions sharing a store may use both; each must be recorded and skipped on
-    its own (or, if a store cannot hold both, refused before running with a clear
-    error naming the store)."""
+    Two functions sharing a store may use both; each is recorded and skipped on its
+    own, except in a store that cannot hold both, which refuses with a clear error
+    naming the store before running anything."""
     ran: list[str] = []
 
     @stet.once(store=store, quiet=True)
@@ -384,27 +395,52 @@ def test_names_differing_only_in_case_are_different_parameters(store: Path) -> N
     def upper(Alpha: int) -> None:
         ran.append("upper")
 
-    lower(1)
-    try:
-        upper(2)
-    except (ValueError, OSError) as exc:
-        assert str(store) in str(exc), f"unclear error: {exc!r}"
-        assert ran == ["lower"], "the experiment ran before its store refused it"
-        return
-    upper(2)
-    lower(2)
-    assert ran == ["lower", "upper", "lower"]
-    assert get_backend(store).has({"Alpha": 2})
-    assert not get_backend(store).has({"Alpha": 1})
-    assert get_backend(store).has({"alpha": 1})
-    ran.clear()
-
-    # one call with both spellings
     @stet.once(store=store, quiet=True)
     def both(a: int, A: int) -> None:
         ran.append("both")
 
-    both(1, 2)
-    both(1, 2)
-    assert ran == ["both"]
-    assert get_backend(store).has({"a": 1, "A": 2})
+    lower(1)
+    if ext in CASE_BLIND:
+        with pytest.raises(stet.StoreError) as info:
+            upper(2)
+        assert str(store) in str(info.value) and "case" in str(info.value)
+        with pytest.raises(stet.StoreError) as info:
+            both(1, 2)
+        assert str(store) in str(info.value) and "case" in str(info.value)
+        lower(2)
+        assert ran == ["lower", "lower"], "an experiment ran before its store refused it"
+        assert get_backend(store).has({"alpha": 1}) and get_backend(store).has({"alpha": 2})
+    else:
+        upper(2)
+        lower(2)
+        upper(2)
+        assert ran == ["lower", "upper", "lower"]
+        assert get_backend(store).has({"Alpha": 2})
+        assert not get_backend(store).has({"Alpha": 1})
+        assert get_backend(store).has({"alpha": 1})
+        both(1, 2)
+        both(1, 2)
+        assert ran == ["lower", "upper", "lower", "both"]
+        assert get_backend(store).has({"a": 1, "A": 2})
+
+
+def test_names_differing_only_in_case_on_a_new_store(
+    store: Path, ext: str, request: pytest.FixtureRequest
+) -> None:
+    """The same on a store that does not exist yet: the first call already knows."""
+    if ext in CASE_BLIND:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_NEW_STORE_CASE))
+    ran: list[tuple[int, int]] = []
+
+    @stet.once(store=store, quiet=True)
+    def both(a: int, A: int) -> None:
+        ran.append((a, A))
+
+    if ext in CASE_BLIND:
+        with pytest.raises(stet.StoreError, match="case"):
+            both(1, 2)
+        assert ran == [], "the experiment ran before its store refused it"
+    else:
+        both(1, 2)
+        both(1, 2)
+        assert ran == [(1, 2)]
