@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -125,10 +124,11 @@ def test_reset_while_other_processes_record_loses_nothing_recorded_after_it(
         )
         for w in range(2)
     ]
-    deadline = time.monotonic() + 60
-    while (get_backend(store).count() or 0) < 20:
-        assert time.monotonic() < deadline, "the writers recorded nothing"
-        time.sleep(0.01)
+    # Both writers are well into their sweep (their first lookups done) before the reset.
+    early: list[list[str]] = []
+    for w in writers:
+        assert w.stdout is not None
+        early.append([w.stdout.readline() for _ in range(10)])
     stet.reset(store)
     marker.touch()
     results = [w.communicate(timeout=90) for w in writers]
@@ -136,7 +136,7 @@ def test_reset_while_other_processes_record_loses_nothing_recorded_after_it(
         assert w.returncode == 0, err
     backend = get_backend(store)
     for worker, (out, _) in enumerate(results):
-        calls = [json.loads(line) for line in out.splitlines()]
+        calls = [json.loads(line) for line in [*early[worker], *out.splitlines(keepends=True)]]
         after = [(i, ran) for i, started_after, ran in calls if started_after]
         assert len(after) == 25
         assert all(ran for _, ran in after), "a run never done was skipped after the reset"
