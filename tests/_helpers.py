@@ -150,6 +150,23 @@ def snapshot(path: Path) -> dict[str, bytes | None]:
     return {"": None}
 
 
+def settled_snapshot(path: Path) -> dict[str, bytes | None]:
+    """`snapshot` of a store whose committed records all sit in its file.
+
+    A SQLite database in WAL mode keeps recent commits in ``-wal`` and copies them into
+    the database file at a checkpoint, which happens when a connection closes: so
+    without a checkpoint first, the file may change later without anything new having
+    been written.
+    """
+    if path.suffix in (".sqlite", ".db") and path.is_file():
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    return snapshot(path)
+
+
 # -- concurrency workers --------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import stet
-from _helpers import read_standard, run_python, snapshot
+from _helpers import read_standard, run_python, settled_snapshot
 from stet.backends import get_backend
 
 HOSTILE = [
@@ -270,7 +270,7 @@ def test_unencodable_text_is_rejected_before_running(store: Path) -> None:
     store as it was; it must not surface later as a bare codec error."""
     backend = get_backend(store)
     backend.record({"value": "fine"})
-    before = snapshot(store)
+    before = settled_snapshot(store)
     ran: list[str] = []
 
     @stet.once(store=store, quiet=True)
@@ -284,7 +284,7 @@ def test_unencodable_text_is_rejected_before_running(store: Path) -> None:
     with pytest.raises((TypeError, ValueError)) as info:
         get_backend(store).record({"value": "x\ud800y"})
     assert "value" in str(info.value), f"the error does not name the parameter: {info.value!r}"
-    assert snapshot(store) == before
+    assert settled_snapshot(store) == before
     assert [r["value"] for r in get_backend(store).load()] == ["fine"]
 
 
@@ -317,13 +317,13 @@ BAD_NAMES: list[Any] = [
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 def test_bad_names_are_rejected_by_backend_record(store: Path, name: Any) -> None:
     get_backend(store).record({"ok": 1})
-    before = snapshot(store)
+    before = settled_snapshot(store)
     with pytest.raises(ValueError) as info:
         get_backend(store).record({name: 1, "ok": 2})
     assert repr(name) in str(info.value), f"the message does not show the name: {info.value}"
     with pytest.raises(ValueError):
         get_backend(store).has({name: 1})
-    assert snapshot(store) == before
+    assert settled_snapshot(store) == before
     assert not get_backend(store).has({"ok": 2})
 
 
