@@ -211,6 +211,33 @@ def test_pending_of_a_dict_grid_in_any_key_order_agrees_with_has(
         assert _exactly(expected) == _exactly(points)
 
 
+@pytest.mark.parametrize("order", [("alpha", "seed"), ("seed", "alpha")])
+def test_pending_pairs_each_axis_with_the_parameter_it_names(
+    store: Path, order: tuple[str, str]
+) -> None:
+    """``def f(seed, alpha)`` and a grid listing alpha first (or not): each axis's values
+    go with its own name. Paired by position, the point ``alpha=2, seed=1`` would be
+    taken for the run ``f(seed=2, alpha=1)``, which completed: a false skip."""
+
+    @stet.once(store=store, quiet=True)
+    def f(seed: int, alpha: float) -> None:
+        pass
+
+    f(1, 0.5)
+    f(seed=2, alpha=0.1)
+    f(seed=2, alpha=1)  # not a point of the grid
+    open_store(store).record({"seed": 3, "alpha": 0.5})  # no function: counts for f
+    open_store(store).record({"seed": "1", "alpha": "0.1"})  # matched by text
+    axes = {"alpha": [0.1, 0.5, 2], "seed": [1, 2, 3]}
+    grid = {name: axes[name] for name in order}
+    pending = [(0.1, 3), (0.5, 2), (2, 1), (2, 2), (2, 3)]
+    expected = [{n: {"alpha": a, "seed": s}[n] for n in order} for a, s in pending]
+    if order[0] == "seed":
+        expected.sort(key=lambda p: (p["seed"], p["alpha"]))  # itertools.product order
+    assert _exactly(f.pending(grid)) == _exactly(expected)
+    assert _exactly([p for p in expected if not f.has(**p)]) == _exactly(expected)
+
+
 def _exactly(points: Any) -> list[tuple[tuple[str, str, str], ...]]:
     """Points as comparable tuples that tell ``1`` from ``True`` and ``1.0`` (which ==
     does not)."""
