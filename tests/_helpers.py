@@ -99,6 +99,39 @@ def read_standard(path: Path) -> list[dict[str, Cell]]:
     raise AssertionError(f"unknown store ending {ext}")
 
 
+def write_0_0_x_store(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` as stet 0.0.x did (through pandas; every value ``str(value)``, no
+    ``_stet_types`` or ``_stet_func``): CSV, JSON (``indent=2``), SQLite or Parquet."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    elif path.suffix in (".sqlite", ".db"):
+        conn = sqlite3.connect(path)
+        try:
+            frame.to_sql("stet_records", conn, index=False)
+        finally:
+            conn.close()
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        raise AssertionError(f"unknown store ending {path.suffix}")
+
+
+def long_value(size: int) -> str:
+    """A text of exactly ``size`` characters, the same in every process, full of what a
+    store must quote or escape (commas, quotes, line ends, non-ASCII) and numbered every
+    kilobyte, so that a cut, a shift or a dropped piece anywhere changes it."""
+    filler = 'a,b "quoted" ünï 日本\tx;y=z\\ '
+    body = (filler * (1000 // len(filler) + 1))[:986] + "\r\n\n"
+    blocks = (size + 999) // 1000
+    text = "".join(f"[{i:09d}]{body}" for i in range(blocks))
+    return text[:size]
+
+
 def present(row: Mapping[str, Cell], name: str) -> bool:
     """Whether ``row`` (from :func:`read_standard`) has a value for key ``name``."""
     types = row.get("_stet_types") or ""
@@ -126,6 +159,23 @@ def snapshot(path: Path) -> dict[str, bytes | None]:
                 pass  # not a database stet could read: its bytes must not change
         return {"": path.read_bytes()}
     return {"": None}
+
+
+def settled_snapshot(path: Path) -> dict[str, bytes | None]:
+    """`snapshot` of a store whose committed records all sit in its file.
+
+    A SQLite database in WAL mode keeps recent commits in ``-wal`` and copies them into
+    the database file at a checkpoint, which happens when a connection closes: so
+    without a checkpoint first, the file may change later without anything new having
+    been written.
+    """
+    if path.suffix in (".sqlite", ".db") and path.is_file():
+        conn = sqlite3.connect(path)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+    return snapshot(path)
 
 
 # -- concurrency workers --------------------------------------------------------------
@@ -372,6 +422,96 @@ def run_python(
             f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         )
     return proc
+
+
+def sweep_function(store: str | os.PathLike[str], names: Sequence[str]) -> Callable[..., Any]:
+    """``@stet.once def run(<names>): return True`` on ``store``, quiet.
+
+    Real named parameters (not ``**kwargs``, whose values stet would see nested in one
+    dict), so each value is a key parameter of its own. Every such function is recorded
+    as ``run``: calls with the same names are the same function's runs.
+    """
+    namespace: dict[str, Any] = {}
+    exec(f"def run({', '.join(names)}):\n    return True\n", namespace)
+    decorated: Callable[..., Any] = stet.once(store=store, quiet=True)(namespace["run"])
+    return decorated
+
+
+#: The loop of `OtherProcess`: for each request, call ``sweep_function(store, names)``
+#: with each call's arguments and answer which calls ran.
+_OTHER_PROCESS = r"""
+import json
+import pickle
+import sys
+
+from _helpers import sweep_function
+
+for line in sys.stdin:
+    store, calls_file = json.loads(line)
+    with open(calls_file, "rb") as fh:
+        calls = pickle.load(fh)
+    runs = {}
+    try:
+        ran = []
+        for call in calls:
+            names = tuple(sorted(call))
+            if names not in runs:
+                runs[names] = sweep_function(store, names)
+            ran.append(runs[names](**call) is True)
+        answer = {"ran": ran}
+    except Exception as exc:
+        answer = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class OtherProcess:
+    """A second Python process that makes calls of `sweep_function` functions.
+
+    Each store it is given is one it has never opened, so it knows only what the store's
+    files hold: it answers as a restarted script would, without the cost of starting
+    Python for every hypothesis example. Values are sent pickled (their classes must be
+    importable: the tests directory is on its path). ``env`` adds to its environment,
+    e.g. its own ``PYTHONHASHSEED``.
+    """
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self._n = 0
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", _OTHER_PROCESS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(**env),
+        )
+
+    def ran(self, store: str | os.PathLike[str], calls: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Make each call (its names are the parameters), in order; return which ran."""
+        import pickle
+
+        self._n += 1
+        calls_file = self.workdir / f"calls-{self._n}.pickle"
+        calls_file.write_bytes(pickle.dumps([dict(c) for c in calls]))
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps([os.fspath(store), str(calls_file)]) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the other process died (exit code {self.proc.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise AssertionError(f"the other process raised {answer['error']}")
+        ran: list[bool] = answer["ran"]
+        return ran
+
+    def close(self) -> None:
+        """End the process (it exits when its input closes)."""
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def in_unprivileged_child(action: Callable[[], object]) -> tuple[str, str, object]:

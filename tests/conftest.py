@@ -15,6 +15,16 @@ from pathlib import Path
 
 import pytest
 
+import stet
+
+# Every child process a test starts (scripts, the CLI, workers, a Jupyter kernel) must
+# import the stet under test, not the editable install of another checkout: put its
+# source tree first on PYTHONPATH for them all.
+_SRC = str(Path(stet.__file__).resolve().parent.parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SRC, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _SRC)]
+)
+
 EXTENSIONS = [".csv", ".json", ".sqlite", ".parquet"]
 
 POSTGRES_ENV = "STET_TEST_POSTGRES_URL"

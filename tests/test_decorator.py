@@ -263,14 +263,21 @@ def test_two_functions_sharing_a_store_need_exact_key_sets(store: Path) -> None:
     assert ran == ["g", "f"]
 
 
-def test_missing_parent_directories_are_created(tmp_path: Path, ext: str) -> None:
+def test_missing_parent_directories_are_created_on_the_first_record(
+    tmp_path: Path, ext: str
+) -> None:
+    """On every store, decorating and looking up create nothing; recording creates the
+    directories."""
     path = tmp_path / "a" / "b" / f"runs{ext}"
 
     @stet.once(store=path)
     def f(x: int) -> None:
         pass
 
-    assert not path.parent.exists() or ext in (".sqlite", ".db")
+    assert not (tmp_path / "a").exists(), "decorating created a directory"
+    assert not f.has(1)
+    assert list(f.pending({"x": [1, 2]})) == [{"x": 1}, {"x": 2}]
+    assert not (tmp_path / "a").exists(), "a lookup created a directory"
     f(1)
     assert path.is_file()
     assert f.has(1)

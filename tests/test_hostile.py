@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import stet
-from _helpers import read_standard, run_python, snapshot
+from _helpers import read_standard, run_python, settled_snapshot
 from stet.backends import get_backend
 
 HOSTILE = [
@@ -103,11 +103,16 @@ def _write_json(path: Path, value: Any) -> Path:
 
 
 def _no_pickles(store: Path) -> None:
-    """The store holds only text: no pickle bytes, no binary columns."""
-    data = store.read_bytes()
-    for marker in (b"\x80\x02", b"\x80\x03", b"\x80\x04\x95", b"\x80\x05\x95", b"cbuiltins"):
-        assert marker not in data, f"pickle marker {marker!r} in {store}"
+    """The store holds only text: no pickle bytes, no binary columns.
+
+    Only a text file is searched for pickle markers: the pages of a SQLite database and
+    the compressed pages of a Parquet file may hold any two bytes by chance, so there
+    the column types say that every value is text.
+    """
     if store.suffix in (".csv", ".json"):
+        data = store.read_bytes()
+        for marker in (b"\x80\x02", b"\x80\x03", b"\x80\x04\x95", b"\x80\x05\x95", b"cbuiltins"):
+            assert marker not in data, f"pickle marker {marker!r} in {store}"
         data.decode("utf-8")  # plain UTF-8 text
     elif store.suffix == ".sqlite":
         conn = sqlite3.connect(store)
@@ -127,7 +132,7 @@ def _no_pickles(store: Path) -> None:
 
         schema = pq.read_schema(store)
         for field in schema:
-            assert pa.types.is_string(field.type) or pa.types.is_large_string(field.type), field
+            assert pa.types.is_string(field.type), field  # stet writes string columns
 
 
 def test_hostile_values_stored_faithfully_and_skipped_in_a_fresh_process(
@@ -265,7 +270,7 @@ def test_unencodable_text_is_rejected_before_running(store: Path) -> None:
     store as it was; it must not surface later as a bare codec error."""
     backend = get_backend(store)
     backend.record({"value": "fine"})
-    before = snapshot(store)
+    before = settled_snapshot(store)
     ran: list[str] = []
 
     @stet.once(store=store, quiet=True)
@@ -279,7 +284,7 @@ def test_unencodable_text_is_rejected_before_running(store: Path) -> None:
     with pytest.raises((TypeError, ValueError)) as info:
         get_backend(store).record({"value": "x\ud800y"})
     assert "value" in str(info.value), f"the error does not name the parameter: {info.value!r}"
-    assert snapshot(store) == before
+    assert settled_snapshot(store) == before
     assert [r["value"] for r in get_backend(store).load()] == ["fine"]
 
 
@@ -312,13 +317,13 @@ BAD_NAMES: list[Any] = [
 @pytest.mark.parametrize("name", BAD_NAMES, ids=repr)
 def test_bad_names_are_rejected_by_backend_record(store: Path, name: Any) -> None:
     get_backend(store).record({"ok": 1})
-    before = snapshot(store)
+    before = settled_snapshot(store)
     with pytest.raises(ValueError) as info:
         get_backend(store).record({name: 1, "ok": 2})
     assert repr(name) in str(info.value), f"the message does not show the name: {info.value}"
     with pytest.raises(ValueError):
         get_backend(store).has({name: 1})
-    assert snapshot(store) == before
+    assert settled_snapshot(store) == before
     assert not get_backend(store).has({"ok": 2})
 
 
@@ -369,11 +374,22 @@ def test_sql_keywords_and_non_ascii_names_are_ordinary_names(tmp_path: Path, sto
     assert ran == [1]
 
 
-def test_names_differing_only_in_case_are_different_parameters(store: Path) -> None:
+#: SQLite column names ignore case, so a SQLite store cannot hold ``alpha`` and
+#: ``Alpha`` as two columns: it refuses them, before the body runs, naming the store.
+CASE_BLIND = (".sqlite",)
+
+SQLITE_NEW_STORE_CASE = (
+    "SQLite store: on a store without a table yet, the lookup returns 'not done' before "
+    "checking the key names, so the body runs and only the record then refuses names "
+    "that differ only in case"
+)
+
+
+def test_names_differing_only_in_case_are_different_parameters(store: Path, ext: str) -> None:
     """Python names are case-sensitive: ``alpha`` and ``Alpha`` are two parameters.
-    Two functions sharing a store may use both; each must be recorded and skipped on
-    its own (or, if a store cannot hold both, refused before running with a clear
-    error naming the store)."""
+    Two functions sharing a store may use both; each is recorded and skipped on its
+    own, except in a store that cannot hold both, which refuses with a clear error
+    naming the store before running anything."""
     ran: list[str] = []
 
     @stet.once(store=store, quiet=True)
@@ -384,27 +400,52 @@ def test_names_differing_only_in_case_are_different_parameters(store: Path) -> N
     def upper(Alpha: int) -> None:
         ran.append("upper")
 
-    lower(1)
-    try:
-        upper(2)
-    except (ValueError, OSError) as exc:
-        assert str(store) in str(exc), f"unclear error: {exc!r}"
-        assert ran == ["lower"], "the experiment ran before its store refused it"
-        return
-    upper(2)
-    lower(2)
-    assert ran == ["lower", "upper", "lower"]
-    assert get_backend(store).has({"Alpha": 2})
-    assert not get_backend(store).has({"Alpha": 1})
-    assert get_backend(store).has({"alpha": 1})
-    ran.clear()
-
-    # one call with both spellings
     @stet.once(store=store, quiet=True)
     def both(a: int, A: int) -> None:
         ran.append("both")
 
-    both(1, 2)
-    both(1, 2)
-    assert ran == ["both"]
-    assert get_backend(store).has({"a": 1, "A": 2})
+    lower(1)
+    if ext in CASE_BLIND:
+        with pytest.raises(stet.StoreError) as info:
+            upper(2)
+        assert str(store) in str(info.value) and "case" in str(info.value)
+        with pytest.raises(stet.StoreError) as info:
+            both(1, 2)
+        assert str(store) in str(info.value) and "case" in str(info.value)
+        lower(2)
+        assert ran == ["lower", "lower"], "an experiment ran before its store refused it"
+        assert get_backend(store).has({"alpha": 1}) and get_backend(store).has({"alpha": 2})
+    else:
+        upper(2)
+        lower(2)
+        upper(2)
+        assert ran == ["lower", "upper", "lower"]
+        assert get_backend(store).has({"Alpha": 2})
+        assert not get_backend(store).has({"Alpha": 1})
+        assert get_backend(store).has({"alpha": 1})
+        both(1, 2)
+        both(1, 2)
+        assert ran == ["lower", "upper", "lower", "both"]
+        assert get_backend(store).has({"a": 1, "A": 2})
+
+
+def test_names_differing_only_in_case_on_a_new_store(
+    store: Path, ext: str, request: pytest.FixtureRequest
+) -> None:
+    """The same on a store that does not exist yet: the first call already knows."""
+    if ext in CASE_BLIND:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_NEW_STORE_CASE))
+    ran: list[tuple[int, int]] = []
+
+    @stet.once(store=store, quiet=True)
+    def both(a: int, A: int) -> None:
+        ran.append((a, A))
+
+    if ext in CASE_BLIND:
+        with pytest.raises(stet.StoreError, match="case"):
+            both(1, 2)
+        assert ran == [], "the experiment ran before its store refused it"
+    else:
+        both(1, 2)
+        both(1, 2)
+        assert ran == [(1, 2)]

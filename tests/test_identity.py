@@ -7,10 +7,8 @@ import enum
 import itertools
 import math
 import os
-import pickle
-import subprocess
-import sys
 from collections import namedtuple
+from collections.abc import Iterator
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
@@ -23,6 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import stet
+from _helpers import OtherProcess, sweep_function
+from _identity_values import AlikeBytes, AlikeFloat, AlikeInt, AlikeStr, Perm
 from stet._identity import canonical, identity_of
 
 
@@ -133,13 +133,106 @@ def test_self_referencing_list_raises() -> None:
         identity_of({"x": loop})
 
 
+# -- values whose text lies, or that print alike ---------------------------------------
+
+
+def _record_then_ask(
+    other: OtherProcess, store: Path, recorded: list[Any], asked: list[Any]
+) -> list[bool]:
+    """Record ``f(value)`` for each recorded value here; return which of ``asked`` run
+    in another process afterwards."""
+    f = sweep_function(store, ["value"])
+    assert all(f(value) is True for value in recorded), "a recorded value was skipped"
+    return other.ran(store, [{"value": value} for value in asked])
+
+
+@pytest.mark.parametrize(
+    ("cls", "held", "other"),
+    [
+        (AlikeStr, "a", "b"),
+        (AlikeInt, 1, 2),
+        (AlikeFloat, 0.5, 0.25),
+        (AlikeBytes, b"a", b"b"),
+    ],
+    ids=["str", "int", "float", "bytes"],
+)
+def test_a_builtin_subclass_is_identified_by_its_value_not_its_text(
+    store: Path, other_process: OtherProcess, cls: type, held: Any, other: Any
+) -> None:
+    """Two instances that print alike (``__str__``, ``__repr__``, ``__format__`` and the
+    conversions all overridden) but hold different data are different runs; equal data
+    is the same run as the plain built-in value."""
+    assert str(cls(held)) == str(cls(other)) and repr(cls(held)) == repr(cls(other))
+    ran = _record_then_ask(
+        other_process,
+        store,
+        [cls(held)],
+        [cls(held), held, cls(other), other, (cls(held),), (held,), [cls(other)]],
+    )
+    assert ran == [False, False, True, False, True, False, True]
+
+
+def test_a_builtin_subclass_value_never_collides_with_its_text(
+    store: Path, other_process: OtherProcess
+) -> None:
+    ran = _record_then_ask(
+        other_process, store, [AlikeInt(7), AlikeStr("x")], ["alike", "7", 0, AlikeInt(0)]
+    )
+    assert ran == [True, True, True, False]
+
+
+def test_intflag_pseudo_members_are_different_runs(
+    store: Path, other_process: OtherProcess
+) -> None:
+    """``Perm(0)`` and ``Perm(8)`` have no member name: a text built from the name would
+    make them (and every other pseudo-member) one run."""
+    assert Perm(0)._name_ is None and Perm(8)._name_ is None
+    ran = _record_then_ask(
+        other_process,
+        store,
+        [Perm(0)],
+        [Perm(0), Perm(8), Perm.R | Perm.W, Perm(6), Perm.R, 0, 8, Perm(0)],
+    )
+    assert ran == [False, True, True, False, True, True, True, False]
+
+
+def test_datetime64_nat_is_not_none_and_datetime64_is_not_an_int(
+    store: Path, other_process: OtherProcess
+) -> None:
+    nat = np.datetime64("NaT")
+    tnat = np.timedelta64("NaT")
+    ns = np.datetime64(5, "ns")
+    ran = _record_then_ask(
+        other_process,
+        store,
+        [None, 5],
+        [nat, tnat, ns, np.timedelta64(5, "ns"), None, 5, nat, ns, tnat],
+    )
+    assert ran == [True, True, True, True, False, False, False, False, False]
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant,
+    reason="numpy.longdouble is a float64 on this platform",
+)
+def test_numpy_longdouble_raises_type_error_naming_the_parameter(store: Path) -> None:
+    ran: list[object] = []
+
+    @stet.once(store=store)
+    def f(alpha: object, seed: int) -> None:
+        ran.append(alpha)
+
+    with pytest.raises(TypeError, match=r"parameter 'alpha' of f\(\).*key="):
+        f(np.longdouble("0.1"), 1)
+    with pytest.raises(TypeError, match=r"parameter 'alpha'"):
+        f([np.longdouble(1)], 1)
+    assert ran == []
+    assert not store.exists()
+
+
 # -- property: record, restart, must skip; differ, must run -----------------------
 
-_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True),
+_strings = st.one_of(
     st.sampled_from(
         [
             "",
@@ -149,7 +242,9 @@ _scalars = st.one_of(
             "null",
             "N/A",
             "True",
+            "False",
             "1",
+            "-3",
             "0.1",
             "a,b",
             'q"uote',
@@ -162,8 +257,23 @@ _scalars = st.one_of(
     ),
     st.text(max_size=12),
 )
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    _strings,
+)
+#: Sets and frozensets: of ints, or of strings (whose iteration order depends on the
+#: process's hash seed).
+_sets = st.one_of(
+    st.sets(st.integers(min_value=-20, max_value=20), max_size=5),
+    st.frozensets(st.integers(min_value=-20, max_value=20), max_size=5),
+    st.sets(_strings, max_size=5),
+    st.frozensets(_strings, max_size=5),
+)
 _values = st.recursive(
-    _scalars,
+    st.one_of(_scalars, _sets),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3),
         st.lists(inner, max_size=3).map(tuple),
@@ -173,11 +283,41 @@ _values = st.recursive(
 )
 
 
+def _twin(value: Any) -> Any:
+    """A value of another type that prints like ``value``: ``1`` and ``"1"``, ``None``
+    and ``"None"``, ``True`` and ``"True"``, a set and the frozenset of its elements,
+    a set of ints and the set of their texts. Different runs, every one of them."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    if isinstance(value, str):
+        for other in (None, True, False):
+            if value == str(other):
+                return other
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+        return [value]
+    if isinstance(value, frozenset):
+        return set(value)
+    if isinstance(value, set):
+        if all(type(v) is int for v in value):
+            return {str(v) for v in value}
+        return frozenset(value)
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return list(value.items()) if value else set()
+
+
 def _same(a: Any, b: Any) -> bool:
     """Oracle, independent of stet: same run iff same type and same value.
 
     Floats compare by repr, so nan equals nan and -0.0 differs from 0.0; dicts ignore
-    key order (as Python's == does).
+    key order and sets element order (as Python's == does); set elements are only ever
+    ints or only strings, so == also compares their types.
     """
     if type(a) is not type(b):
         return False
@@ -190,63 +330,62 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _same_call(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+
+
 _names = st.sampled_from(["alpha", "seed", "name", "x"])
 _calls = st.dictionaries(_names, _values, min_size=1, max_size=3)
 
 _example = itertools.count()
 
-_CHECKER = """
-import pickle, sys
-import stet
-store, path = sys.argv[1], sys.argv[2]
-with open(path, "rb") as f:
-    calls = pickle.load(f)
-ran = []
 
-@stet.once(store=store, quiet=True)
-def run(**kwargs):
-    return True
-
-print([run(**call) is True for call in calls])
-"""
+@pytest.fixture(scope="module")
+def other_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OtherProcess]:
+    """A second process, with a hash seed of its own, that answers as a restarted script."""
+    process = OtherProcess(tmp_path_factory.mktemp("other"), PYTHONHASHSEED="12345")
+    yield process
+    process.close()
 
 
 @pytest.mark.parametrize("ext", [".csv", ".json", ".sqlite", ".parquet"])
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(recorded=st.lists(_calls, min_size=1, max_size=4), probes=st.lists(_calls, max_size=4))
+@given(
+    recorded=st.lists(_calls, min_size=1, max_size=5),
+    probes=st.lists(_calls, max_size=4),
+    twins=st.lists(st.integers(min_value=0, max_value=4), max_size=5),
+)
 def test_recorded_runs_are_skipped_after_restart_and_others_run(
-    tmp_path: Path, ext: str, recorded: list[dict[str, Any]], probes: list[dict[str, Any]]
+    tmp_path: Path,
+    ext: str,
+    other_process: OtherProcess,
+    recorded: list[dict[str, Any]],
+    probes: list[dict[str, Any]],
+    twins: list[int],
 ) -> None:
+    """Record some calls; another process must skip exactly those, and run every call
+    that differs, in particular the look-alike of a recorded value (``1`` / ``"1"``,
+    ``None`` / ``"None"``, ``True`` / ``"True"``, a set / its frozenset)."""
     store = tmp_path / f"prop{next(_example)}{ext}"  # a fresh store per example
 
-    @stet.once(store=store, quiet=True)
-    def run(**kwargs: Any) -> bool:
-        return True
-
     for call in recorded:
-        run(**call)
-    # Python's own dict equality decides "same key set"; values by the oracle.
+        sweep_function(store, sorted(call))(**call)
+    # The look-alike twin of one value of some recorded calls.
+    for i in twins:
+        call = dict(recorded[i % len(recorded)])
+        name = sorted(call)[i % len(call)]
+        call[name] = _twin(call[name])
+        probes.append(call)
+    calls = recorded + probes
+    ran = other_process.ran(store, calls)
+    # Python's own dict equality decides "same key set"; values by the oracle. Within
+    # the probes a repeated call runs only the first time.
     expected = [
-        not any(c.keys() == r.keys() and all(_same(c[k], r[k]) for k in c) for r in recorded)
-        for c in recorded + probes
+        not any(_same_call(c, earlier) for earlier in calls[:i]) for i, c in enumerate(calls)
     ]
-    calls_file = tmp_path / "calls.pickle"
-    calls_file.write_bytes(pickle.dumps(recorded + probes))
-    out = subprocess.run(
-        [sys.executable, "-c", _CHECKER, str(store), str(calls_file)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    ran = eval(out)  # a list of bools printed by the checker
-    # Within the probe list itself a repeated value runs only the first time.
-    for i, call in enumerate(probes):
-        j = len(recorded) + i
-        earlier = (recorded + probes)[len(recorded) : j]
-        if any(c.keys() == call.keys() and all(_same(c[k], call[k]) for k in c) for c in earlier):
-            expected[j] = False
+    expected[: len(recorded)] = [False] * len(recorded)
     assert ran == expected
 
 

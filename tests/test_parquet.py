@@ -99,7 +99,8 @@ def test_a_journal_left_by_a_killed_process_is_read_and_later_folded(tmp_path: P
     proc.wait()
     assert Path(f"{store}.journal").exists()
     assert _pandas_rows(store) == [0]  # the journal's runs are not in the file yet...
-    assert sorted(int(r["i"]) for r in get_backend(store).load()) == [0, 1, 2, 3]  # ...stet sees them
+    seen = sorted(int(r["i"]) for r in get_backend(store).load())
+    assert seen == [0, 1, 2, 3]  # ...but stet sees them
     _record(store, 4, 1)  # the next process that records folds them in, once each
     assert not Path(f"{store}.journal").exists()
     assert _pandas_rows(store) == [0, 1, 2, 3, 4]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _helpers import CAN_FORK, KILLED, NO_FORK
+from _helpers import CAN_FORK, KILLED, NO_FORK, child_env
 from stet.backends import get_backend
 
 SCRIPT = Path(__file__).parent.parent / "examples" / "workers_sweep.py"
@@ -23,6 +23,7 @@ def _start(store: str, log: Path, seconds: float, count: int = 4) -> list[subpro
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=child_env(),
         )
         for _ in range(count)
     ]
@@ -38,10 +39,13 @@ def _events(log: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def _finish(procs: list[subprocess.Popen[str]]) -> None:
+def _finish(
+    procs: list[subprocess.Popen[str]], killed: subprocess.Popen[str] | None = None
+) -> None:
+    """Wait for every worker: each exits normally, but the one the test killed."""
     for proc in procs:
         _, err = proc.communicate(timeout=180)
-        assert proc.returncode in (0, KILLED), err
+        assert proc.returncode == (KILLED if proc is killed else 0), err
 
 
 def test_four_workers_run_every_key_exactly_once(any_store: str, tmp_path: Path) -> None:
@@ -132,7 +136,7 @@ def test_killed_worker_key_is_run_by_a_survivor(any_store: str, tmp_path: Path) 
             killed_key = next(iter(running))
         time.sleep(0.01)
     assert killed_key is not None, "the victim never started a run"
-    _finish(procs)
+    _finish(procs, killed=victim)
     events = _events(log)
     survivors_ends = Counter(k for kind, k, pid in events if kind == "end" and pid != victim.pid)
     victim_ends = Counter(k for kind, k, pid in events if kind == "end" and pid == victim.pid)
@@ -154,7 +158,7 @@ def test_claims_are_released_when_the_function_raises(any_store: str) -> None:
         "except ValueError:\n"
         "    pass\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60, env=child_env())
     backend = get_backend(any_store)
     assert backend.in_progress() == []
     assert not backend.has({"x": 1})
