@@ -38,11 +38,9 @@ def test_backend_path_is_a_pathlib_path_as_in_0_0_x(store: Path) -> None:
 
 # -- reset of a whole store ---------------------------------------------------------------
 
-SQLITE_DROPPED = (
-    "SQLite store: a process that has read the table's columns looks runs up in the "
-    "table without checking that it still exists, so after stet.reset dropped it the "
-    "next lookup fails with 'no such table: stet_records'"
-)
+# Regression (fixed): SQLite store: a process that has read the table's columns looks
+# runs up in the table without checking that it still exists, so after stet.reset
+# dropped it the next lookup fails with 'no such table: stet_records'
 
 
 def _tables(path: Path) -> set[str]:
@@ -56,8 +54,6 @@ def _tables(path: Path) -> set[str]:
 def test_reset_of_a_whole_store_removes_it(
     store: Path, ext: str, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
 ) -> None:
-    if ext == ".sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_DROPPED))
     ran: list[int] = []
 
     @stet.once(store=store, quiet=True)
@@ -108,8 +104,6 @@ while after < 25:
 def test_reset_while_other_processes_record_loses_nothing_recorded_after_it(
     tmp_path: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
-    if ext == ".sqlite":  # intermittent: see the strict test below
-        request.applymarker(pytest.mark.xfail(strict=False, reason=SQLITE_DROPPED))
     store = tmp_path / f"runs{ext}"
     marker = tmp_path / "reset-done"
     script = tmp_path / "writer.py"
@@ -172,8 +166,6 @@ print(json.dumps({"ran": ran, "has2": f.has(2), "pending": list(f.pending({"i": 
 def test_a_running_process_goes_on_after_its_store_was_reset_elsewhere(
     tmp_path: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
-    if ext == ".sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_DROPPED))
     store = tmp_path / f"runs{ext}"
     script = tmp_path / "kernel.py"
     script.write_text(KERNEL)
@@ -208,10 +200,9 @@ def test_unknown_ending_error_starts_like_0_0_x(tmp_path: Path, name: str) -> No
         assert str(info.value).startswith("Unsupported store extension")
 
 
-SQLITE_EMPTY_REMOVE = (
-    "SQLite store: remove() on a database without the stet_records table runs its DELETE "
-    "statement even with nothing to delete, and fails with 'no such table'"
-)
+# Regression (fixed): SQLite store: remove() on a database without the stet_records
+# table runs its DELETE statement even with nothing to delete, and fails with 'no such
+# table'
 
 
 def test_a_sqlite_file_without_tables_is_an_empty_store(tmp_path: Path) -> None:
@@ -233,7 +224,6 @@ def test_a_sqlite_file_without_tables_is_an_empty_store(tmp_path: Path) -> None:
     assert ran == [1]
 
 
-@pytest.mark.xfail(strict=True, reason=SQLITE_EMPTY_REMOVE)
 def test_remove_from_a_sqlite_file_without_tables_removes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "runs.sqlite"
     sqlite3.connect(path).close()
@@ -351,11 +341,10 @@ def test_rows_without_a_key_column_never_match_by_a_subset(store: Path) -> None:
 
 # -- a key column added to a store written by 0.0.x ----------------------------------------
 
-CSV_LEGACY_EMPTY = (
-    "CSV store: rewriting a store to add a key column writes an empty cell into the 0.0.x "
-    "rows (which have no _stet_types), and an empty cell of a row without _stet_types is "
-    "read as the value '', so those rows stop matching the calls they recorded"
-)
+# Regression (fixed): CSV store: rewriting a store to add a key column writes an empty
+# cell into the 0.0.x rows (which have no _stet_types), and an empty cell of a row
+# without _stet_types is read as the value '', so those rows stop matching the calls
+# they recorded
 
 
 def test_0_0_x_rows_keep_matching_after_a_new_key_column_is_added(
@@ -363,8 +352,6 @@ def test_0_0_x_rows_keep_matching_after_a_new_key_column_is_added(
 ) -> None:
     """Another function with one more parameter records into a 0.0.x store: the new
     column is missing (null, not ``""``) in the old rows, which keep their runs."""
-    if ext == ".csv":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=CSV_LEGACY_EMPTY))
     stamp = "2024-01-01T00:00:00"
     write_0_0_x_store(
         store,

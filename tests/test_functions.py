@@ -290,9 +290,11 @@ def test_cli_status_counts_runs_per_function(tmp_path: Path, store: Path) -> Non
     assert "[stet] 4 completed experiments recorded" in out.stdout
 
 
-def test_first_call_counts_only_this_functions_runs(
+def test_first_call_counts_the_runs_this_function_would_skip(
     store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Its own two runs and the one recorded without a function (which ``train(0.3, 1)``
+    would skip); not ``evaluate``'s run."""
     _three_kinds(store)
     capsys.readouterr()
 
@@ -302,5 +304,5 @@ def test_first_call_counts_only_this_functions_runs(
 
     train(0.1, 1)
     assert capsys.readouterr().out.splitlines()[0] == (
-        f"[stet] train: store {store} holds 2 completed runs of it"
+        f"[stet] train: store {store} holds 3 completed runs of it"
     )

@@ -378,11 +378,9 @@ def test_sql_keywords_and_non_ascii_names_are_ordinary_names(tmp_path: Path, sto
 #: ``Alpha`` as two columns: it refuses them, before the body runs, naming the store.
 CASE_BLIND = (".sqlite",)
 
-SQLITE_NEW_STORE_CASE = (
-    "SQLite store: on a store without a table yet, the lookup returns 'not done' before "
-    "checking the key names, so the body runs and only the record then refuses names "
-    "that differ only in case"
-)
+# Regression (fixed): SQLite store: on a store without a table yet, the lookup returns
+# 'not done' before checking the key names, so the body runs and only the record then
+# refuses names that differ only in case
 
 
 def test_names_differing_only_in_case_are_different_parameters(store: Path, ext: str) -> None:
@@ -433,8 +431,6 @@ def test_names_differing_only_in_case_on_a_new_store(
     store: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
     """The same on a store that does not exist yet: the first call already knows."""
-    if ext in CASE_BLIND:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_NEW_STORE_CASE))
     ran: list[tuple[int, int]] = []
 
     @stet.once(store=store, quiet=True)

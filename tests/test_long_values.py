@@ -73,12 +73,10 @@ def test_a_fifty_megabyte_value_comes_back_intact(tmp_path: Path, any_store: str
 
 # -- CSV lines cut or typed by hand, holding a value over the field limit ----------------
 
-CSV_FIELD_LIMIT = (
-    "CSV store: the csv module's field size limit is raised only for the complete lines "
-    "read, after the last line has been judged, so a last line (without its line end) "
-    "holding a value over 131,072 characters is never recognised: neither as a whole "
-    "record typed by hand nor as stet's own interrupted append"
-)
+# Regression (fixed): CSV store: the csv module's field size limit is raised only for
+# the complete lines read, after the last line has been judged, so a last line (without
+# its line end) holding a value over 131,072 characters is never recognised: neither as
+# a whole record typed by hand nor as stet's own interrupted append
 
 
 #: In a fresh process (the csv module's limit is process-wide, and only ever raised):
@@ -111,7 +109,6 @@ def _after_crash(tmp_path: Path, store: Path) -> dict[str, list[object]]:
     return answer
 
 
-@pytest.mark.xfail(strict=True, reason=CSV_FIELD_LIMIT)
 def test_an_interrupted_append_of_a_long_value_is_repaired(tmp_path: Path) -> None:
     """stet's own append cut by a crash, in a value over the limit: moved aside to
     ``<store>.stet-torn`` with a warning, never a store that refuses every record."""
@@ -131,7 +128,6 @@ def test_an_interrupted_append_of_a_long_value_is_repaired(tmp_path: Path) -> No
     assert torn.read_bytes().endswith(after[len(before) : cut] + b"\n")
 
 
-@pytest.mark.xfail(strict=True, reason=CSV_FIELD_LIMIT)
 def test_a_last_line_typed_without_its_line_end_holding_a_long_value_is_kept(
     tmp_path: Path,
 ) -> None:

@@ -244,23 +244,15 @@ def _exactly(points: Any) -> list[tuple[tuple[str, str, str], ...]]:
     return [tuple((k, type(v).__name__, repr(v)) for k, v in p.items()) for p in points]
 
 
-SQLITE_KINDS = (
-    "SQLite store: which kinds of record the table holds (runs recorded without a function, "
-    "runs matched by text) is cached per process and refreshed at most once a second, "
-    "and index() (used by pending) never refreshes it, so records another process added "
-    "are not looked for"
-)
-
-
-def _xfail_sqlite(ext: str, request: pytest.FixtureRequest) -> None:
-    if ext == ".sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_KINDS))
+# Regression (fixed): SQLite store: which kinds of record the table holds (runs recorded
+# without a function, runs matched by text) is cached per process and refreshed at most
+# once a second, and index() (used by pending) never refreshes it, so records another
+# process added are not looked for
 
 
 def test_pending_sees_runs_another_process_recorded_without_a_function(
     store: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
-    _xfail_sqlite(ext, request)
 
     @stet.once(store=store, quiet=True)
     def f(alpha: float, seed: int) -> None:
@@ -279,7 +271,6 @@ def test_a_run_imported_by_another_process_is_skipped_at_once(
     store: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
     """The 0.0.x import recipe, while a sweep's process (a notebook kernel) is running."""
-    _xfail_sqlite(ext, request)
     ran: list[float] = []
 
     @stet.once(store=store, quiet=True)
@@ -293,11 +284,10 @@ def test_a_run_imported_by_another_process_is_skipped_at_once(
     assert ran == [0.1]
 
 
-SQLITE_INDEX_FIRST = (
-    "SQLite store: index() (what pending() reads) uses the process's state before "
-    "creating it, so in a fresh process whose first use of an existing store is "
-    "pending() it raises AttributeError: 'SqliteBackend' object has no attribute '_memory'"
-)
+# Regression (fixed): SQLite store: index() (what pending() reads) uses the process's
+# state before creating it, so in a fresh process whose first use of an existing store
+# is pending() it raises AttributeError: 'SqliteBackend' object has no attribute
+# '_memory'
 
 RESUME = r"""
 import json
@@ -318,8 +308,6 @@ def test_pending_is_the_first_call_of_a_restarted_script(
     tmp_path: Path, store: Path, ext: str, request: pytest.FixtureRequest
 ) -> None:
     """``for p in tqdm(train.pending(grid))`` at the top of the script, run again."""
-    if ext == ".sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_INDEX_FIRST))
     script = tmp_path / "resume.py"
     script.write_text(RESUME)
     sweep_function(store, ["alpha", "seed"])(alpha=0.2, seed=2)  # another function's run

@@ -200,15 +200,12 @@ def test_stets_own_interrupted_append_is_moved_aside_with_a_warning(
 
 BINARY = b"\x89PNG\x00\xff\xfe garbage \x80\x81"
 
-GARBAGE_READ = (
-    "a torn tail is judged only when the next record is written: reading ignores bytes "
-    "after the last complete record whatever they are, so load() and has() accept a store "
-    "ending in garbage, and a decorated call runs its body before the write refuses it"
-)
-JSON_TOO_LENIENT = (
-    "JSON store: any tail starting with a comma counts as stet's own cut append, so "
-    "garbage after ',\\n' is moved to .stet-torn instead of refused"
-)
+# Regression (fixed): a torn tail is judged only when the next record is written:
+# reading ignores bytes after the last complete record whatever they are, so load() and
+# has() accept a store ending in garbage, and a decorated call runs its body before the
+# write refuses it
+# Regression (fixed): JSON store: any tail starting with a comma counts as stet's own
+# cut append, so garbage after ',\\n' is moved to .stet-torn instead of refused
 
 
 def _csv_binary(store: Path) -> None:
@@ -248,26 +245,22 @@ def _journal_not_an_object(store: Path) -> None:
 
 
 #: (name, ending, how to spoil a store of three records, operations that fail today)
-GARBAGE: list[tuple[str, str, Callable[[Path], None], set[str]]] = [
-    ("binary", ".csv", _csv_binary, {"has", "load", "decorated"}),
-    ("more-fields-than-the-header", ".csv", _csv_more_fields, {"has", "load", "decorated"}),
-    ("more-fields-with-line-end", ".csv", _csv_more_fields_line, set()),
-    ("binary-after-the-array", ".json", _json_binary_after_array, {"has", "load", "decorated"}),
-    ("binary-after-a-comma", ".json", _json_binary_after_comma, set(OPERATIONS)),
-    ("binary", ".parquet", _journal_binary, {"has", "load", "decorated"}),
-    ("not-an-object", ".parquet", _journal_not_an_object, {"has", "load", "decorated"}),
+GARBAGE: list[tuple[str, str, Callable[[Path], None]]] = [
+    ("binary", ".csv", _csv_binary),
+    ("more-fields-than-the-header", ".csv", _csv_more_fields),
+    ("more-fields-with-line-end", ".csv", _csv_more_fields_line),
+    ("binary-after-the-array", ".json", _json_binary_after_array),
+    ("binary-after-a-comma", ".json", _json_binary_after_comma),
+    ("binary", ".parquet", _journal_binary),
+    ("not-an-object", ".parquet", _journal_not_an_object),
 ]
 
 
 def _garbage_params() -> list[object]:
     params: list[object] = []
-    for name, ext, spoil, failing in GARBAGE:
+    for name, ext, spoil in GARBAGE:
         for op in OPERATIONS:
-            marks: list[pytest.MarkDecorator] = []
-            if op in failing:
-                reason = JSON_TOO_LENIENT if name == "binary-after-a-comma" else GARBAGE_READ
-                marks.append(pytest.mark.xfail(strict=True, reason=reason))
-            params.append(pytest.param(ext, spoil, op, marks=marks, id=f"{name}{ext}-{op}"))
+            params.append(pytest.param(ext, spoil, op, id=f"{name}{ext}-{op}"))
     return params
 
 
@@ -325,11 +318,9 @@ def _rewrite_in_place(store: Path, victim: bytes, grow: bool) -> None:
     assert log.stat().st_ino == st.st_ino
 
 
-SAME_SIZE = (
-    "a change that keeps the file's size is read as if it could be an append: only the "
-    "32 bytes before the resume offset are compared, so an earlier record rewritten in "
-    "place with the same length goes unnoticed"
-)
+# Regression (fixed): a change that keeps the file's size is read as if it could be an
+# append: only the 32 bytes before the resume offset are compared, so an earlier record
+# rewritten in place with the same length goes unnoticed
 
 
 @pytest.mark.parametrize(
@@ -337,7 +328,7 @@ SAME_SIZE = (
     [
         ("victim-1", False),
         ("victim-1", True),
-        pytest.param("victim-0", False, marks=pytest.mark.xfail(strict=True, reason=SAME_SIZE)),
+        ("victim-0", False),
     ],
     ids=["last-record-same-size", "last-record-and-one-more", "first-record-same-size"],
 )

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from stet._canonical import format_types
 from stet.backends._fileformat import Parsed
 from stet.backends._filestore import FileBackend
 from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, read_records
@@ -128,6 +129,7 @@ class CsvBackend(FileBackend):
         return Parsed(header, records, end, torn, new_state, starts)
 
     def _whole_record(self, rest: bytes, header: list[str]) -> str | None:
+        _allow_fields(len(rest))  # a field holds at most as many characters as bytes
         try:
             text = rest.decode("utf-8")
             cells = list(csv.reader(io.StringIO(text, newline=""), strict=True))
@@ -175,6 +177,7 @@ class CsvBackend(FileBackend):
             return False
         if text.count('"') % 2:
             text += '"'  # cut inside a quoted value: close it to count the fields
+        _allow_fields(len(text))
         try:
             rows = list(csv.reader(io.StringIO(text, newline="")))
         except csv.Error:
@@ -197,10 +200,16 @@ class CsvBackend(FileBackend):
     def _lines(rows: list[Row], columns: list[str]) -> str:
         out: list[str] = []
         for row in rows:
+            types = row.types
+            if types is None:
+                # A 0.0.x record: its empty cells in columns added since must not read as
+                # the value "", so name its key cells (matched by text, as before).
+                names = tuple(row.values)
+                types = format_types(names, ("text",) * len(names))
             known = {
                 **row.values,
                 FUNC: row.func or "",
-                TYPES: row.types or "",
+                TYPES: types,
                 TIMESTAMP: row.timestamp,
                 **row.extra,
             }

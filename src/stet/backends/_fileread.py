@@ -105,7 +105,9 @@ class FileReader(FileFormat, BaseBackend):
         if sig == self._sig:
             return
         old = self._sig
-        if old is not None and st.st_ino == old[0] and st.st_size >= self._end > 0:
+        # Only a file that grew may hold an append; one that kept its size was rewritten.
+        grew = old is not None and st.st_ino == old[0] and st.st_size > old[1]
+        if grew and st.st_size >= self._end > 0:
             data = self._read(self._end - len(self._guard))
             if data.startswith(self._guard):
                 new = data[len(self._guard) :]
@@ -172,11 +174,35 @@ class FileReader(FileFormat, BaseBackend):
 
     def _remember(self, parsed: Parsed, sig: tuple[int, int, int], guard: bytes) -> None:
         """Keep where ``parsed`` left off, and the bytes just before that point."""
+        if parsed.torn:
+            self._check_tail(parsed.end, parsed.state)
         self._state = parsed.state
         self._sig = sig
         self._guard = guard
         self._end = parsed.end
         self._torn = parsed.torn
+
+    def _check_tail(self, end: int, state: dict[str, Any]) -> tuple[bytes, bytes]:
+        """The bytes after the last complete record, with and without the closing text.
+
+        Those bytes (from ``end`` on) must be stet's own append, cut by a crash.
+
+        Raises:
+            StoreError: for anything else (edited by hand, written by another tool):
+                stet never reads, moves or cuts bytes it did not write.
+        """
+        data = self._read(end)
+        closing = self._closing(state)
+        tail = data[: len(data) - len(closing)] if closing and data.endswith(closing) else data
+        if not self._interrupted(tail, state):
+            with open(self.log_file, "rb") as fh:
+                line = fh.read(end).count(b"\n")
+            raise self.bad(
+                f"it ends in {len(data)} bytes after line {line} that are not a complete "
+                "record, nor one stet was writing when it was stopped (edited by hand, or "
+                "written by another tool?). Complete or delete them"
+            )
+        return data, tail
 
     def _read(self, start: int) -> bytes:
         try:
@@ -236,6 +262,8 @@ class FileReader(FileFormat, BaseBackend):
         """Every record, read now from the file. Caller holds the lock."""
         data = self._read(0)
         parsed = self._parse(data, 0, {})
+        if parsed.torn:
+            self._check_tail(parsed.end, parsed.state)
         return list(rows_of(parsed.header, parsed.records, parsed.lines))
 
     def rows(self) -> list[Row]:

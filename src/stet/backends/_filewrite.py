@@ -68,15 +68,8 @@ def repair_torn(store: FileBackend) -> None:
     The cut bytes are kept in ``<store>.stet-torn`` and a warning names it. A tail
     that does not look like stet's own interrupted append is not touched: StoreError.
     """
-    data = store._read(store._end)
+    _, tail = store._check_tail(store._end, store._state)
     closing = store._closing(store._state)
-    tail = data[: len(data) - len(closing)] if closing and data.endswith(closing) else data
-    if not store._interrupted(tail, store._state):
-        raise store.bad(
-            f"it ends in {len(data)} bytes after line {_line_count(store)} that are not "
-            "a complete record (edited by hand, or written by another tool?). Complete "
-            "or delete them"
-        )
     side = store.log_file + ".stet-torn"
     note = f"# {utc_now()}: {len(tail)} bytes cut from the end of {store.file}\n"
     try:
@@ -106,8 +99,3 @@ def repair_torn(store: FileBackend) -> None:
         StoreWarning,
         stacklevel=2,
     )
-
-
-def _line_count(store: FileBackend) -> int:
-    with open(store.log_file, "rb") as fh:
-        return fh.read(store._end).count(b"\n")

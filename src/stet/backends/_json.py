@@ -278,9 +278,19 @@ class JsonBackend(FileBackend):
         body = tail.rstrip(_SPACE)
         if body.endswith(b"]"):  # what the cut write had not yet overwritten of the old "]"
             body = body[:-1].rstrip(_SPACE)
-        # What stet writes after the last object: ",\n{...}" (or "\n{...}" after "[").
-        starts = body.startswith(b",") or body.lstrip(_SPACE).startswith(b"{") or not body
-        return starts and b"\n]" not in body
+        # What stet writes after the last object: ",\n{...}" (or "\n{...}" after "["),
+        # the object on one line as json.dumps writes it: UTF-8 text without control
+        # characters (the cut may split a multi-byte character at the very end).
+        rest = body.removeprefix(b",").lstrip(_SPACE)
+        if rest and not rest.startswith(b"{"):
+            return False
+        for cut in range(4):
+            try:
+                text = rest[: len(rest) - cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return not any(ch < " " for ch in text)
+        return False
 
     def _closing(self, state: dict[str, Any]) -> bytes:
         return str(state.get("closing", _CLOSING)).encode("utf-8")

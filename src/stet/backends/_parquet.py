@@ -173,6 +173,8 @@ class ParquetBackend(FileBackend):
             table, folded = read_table(base_data, journal, self.bad)
             rows += rows_of(table.column_names, table_records(table, self.bad))
         parsed = self._parse(journal[folded:], folded, {})
+        if parsed.torn:
+            self._check_tail(parsed.end, parsed.state)
         rows += rows_of(parsed.header, parsed.records, parsed.lines)
         return rows
 

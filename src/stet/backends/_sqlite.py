@@ -203,6 +203,9 @@ class SqliteBackend(BaseBackend):
     def _contains_slowly(self, ident: Lookup) -> bool:
         """`contains` the first time, or for a store that is not there or not upgraded."""
         self._ensure_process()
+        names: tuple[str, ...] = getattr(ident, "names", ())
+        if not self._columns:
+            check_case(self, names)  # a new store too: refuse before the run, not at its record
         if self._local.conn is None and not os.path.exists(self.file):
             return False
         conn = self._conn()
@@ -212,7 +215,6 @@ class SqliteBackend(BaseBackend):
             self._columns = self._read(partial(read_columns, self))
             if not self._columns:
                 return False
-        names: tuple[str, ...] = getattr(ident, "names", ())
         if any(name not in self._columns for name in names):
             check_case(self, names)  # before the run, not at its record
         elif isinstance(ident, Identity):
@@ -242,6 +244,7 @@ class SqliteBackend(BaseBackend):
                 return index
             text = conn.execute(f"SELECT group_concat({KEY}, '') FROM {TABLE}").fetchone()[0]
             index.digests = keys_to_index(text or "")
+            read_kinds(self, conn)  # other processes may have added other kinds since
             for flag in ("plain", "text", "text_func"):
                 setattr(index, flag, getattr(self._kinds, flag))
             return index
