@@ -143,7 +143,10 @@ class Child:
         deadline = time.monotonic() + timeout
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
-            ready = select.select([fd], [], [], max(left, 0))[0] if left > 0 else []
+            # poll, not select: select refuses descriptors past 1023 (FD_SETSIZE)
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            ready = poller.poll(max(left, 0) * 1000) if left > 0 else []
             if not ready:
                 os.kill(self.proc.pid, signal.SIGUSR1)  # faulthandler prints its stacks
                 time.sleep(1)

@@ -17,6 +17,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,42 @@ def test_lock_held_by_live_process_times_out_naming_the_lock(
     # once released, everything works again
     get_backend(store).record({"i": 1})
     assert [r["i"] for r in get_backend(store).load()] == ["0", "1"]
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
+def test_stores_let_go_close_their_descriptors(tmp_path: Path, ext: str) -> None:
+    """Regression: every backend kept its lock descriptor (and SQLite its connection)
+    until the process ended, so a long notebook session or test run that opened many
+    stores ran out of descriptors. A backend, or a decorated function, that nothing
+    refers to any more closes them."""
+
+    def churn(round_: int) -> None:
+        for i in range(25):
+            backend = get_backend(tmp_path / f"b{round_}-{i}{ext}")
+            backend.record({"x": 1})
+            backend.has({"x": 2})
+            backend.load()
+
+            @stet.once(tmp_path / f"f{round_}-{i}{ext}", quiet=True, claim=True)
+            def f(x: int) -> None:
+                pass
+
+            f(1)
+            f(2)
+
+    churn(0)  # the first round loads modules and starts stet's threads
+    gc.collect()
+    before = _open_descriptors()
+    churn(1)
+    deadline = time.monotonic() + 10  # Parquet's folding thread lets go once it folded
+    while True:
+        gc.collect()
+        leaked = _open_descriptors() - before
+        if leaked <= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert leaked <= 2, f"{leaked} descriptors left open by 50 stores let go"

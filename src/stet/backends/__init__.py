@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,9 @@ def get_backend(path: str | os.PathLike[str]) -> BaseBackend:
     return _backend_class(text)(text)
 
 
-_open: dict[str, BaseBackend] = {}
+#: The backends decorated functions use, while some function uses them (a notebook that
+#: redefines its functions over and over must not keep every old store open).
+_open: weakref.WeakValueDictionary[str, BaseBackend] = weakref.WeakValueDictionary()
 
 
 def open_store(store: str | os.PathLike[str]) -> BaseBackend:
@@ -117,5 +120,6 @@ def open_store(store: str | os.PathLike[str]) -> BaseBackend:
     key = os.fspath(store) if is_url(store) else str(Path(os.fspath(store)).absolute())
     backend = _open.get(key)
     if backend is None:
-        backend = _open[key] = get_backend(key)
+        backend = get_backend(key)
+        _open[key] = backend
     return backend

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,9 +27,10 @@ from stet.backends._fileformat import Parsed, Reread
 from stet.backends._fileread import GUARD, FileReader
 from stet.backends._filewrite import check_writable, repair_torn
 from stet.backends._index import SNAPSHOT_MIN
+from stet.backends._locking import Descriptor
 from stet.backends._records import OWN, Row, utc_now
 
-__all__ = ["FileBackend", "Parsed", "Reread"]
+__all__ = ["FileBackend", "Parsed", "Reread", "call_if_alive"]
 
 _NOT_RECORDED = "The run was not recorded, and the store is as it was."
 
@@ -43,7 +45,9 @@ class FileBackend(FileReader):
     # -- process-local state -----------------------------------------------------
 
     def _start_process(self) -> None:
-        self._writer: int | None = None  # descriptor for writes, and its inode
+        # The descriptor for writes, and its inode (one inherited over a fork is closed
+        # when this drops it).
+        self._writer: Descriptor | None = None
         self._writer_ino = -1
         self._writable_checked = False
         self.claims.forget()
@@ -111,7 +115,8 @@ class FileBackend(FileReader):
             self._count += len(new)
         if not self._exit_snapshot:
             self._exit_snapshot = True
-            atexit.register(self._snapshot_at_exit)
+            # Weakly: a store nobody uses any more is let go (with its descriptors).
+            atexit.register(call_if_alive, weakref.WeakMethod(self._snapshot_at_exit))
         if self._count >= max(SNAPSHOT_MIN, 2 * self._snapshot_count):
             self._snapshot_now()
         return len(new)
@@ -149,14 +154,15 @@ class FileBackend(FileReader):
         ino = self._sig[0] if self._sig is not None else -1
         if self._writer is None or self._writer_ino != ino:
             if self._writer is not None:
-                os.close(self._writer)
+                self._writer.close()
                 self._writer = None
             try:
-                self._writer = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | BINARY, 0o666)
+                fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | BINARY, 0o666)
             except OSError as exc:
                 raise disk_error(self.file, exc, "The run was not recorded.") from None
-            self._writer_ino = os.fstat(self._writer).st_ino
-        return self._writer
+            self._writer = Descriptor(fd)
+            self._writer_ino = os.fstat(fd).st_ino
+        return self._writer.fd
 
     def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Replace the whole file with ``rows`` (atomically). Caller holds the lock."""
@@ -250,3 +256,10 @@ class FileBackend(FileReader):
 
     def events(self) -> list[Any]:
         return self.claims.events()
+
+
+def call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    """Call ``method`` unless its object was let go (an exit hook that keeps no store)."""
+    found = method()
+    if found is not None:
+        found()

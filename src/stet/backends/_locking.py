@@ -26,7 +26,7 @@ from filelock import lock_descriptor, unlock_descriptor
 
 from stet._errors import StoreError, StoreLockTimeout
 
-__all__ = ["StoreLock", "forks", "lock_timeout"]
+__all__ = ["Descriptor", "StoreLock", "forks", "lock_timeout"]
 
 T = TypeVar("T")
 
@@ -61,8 +61,32 @@ def _unlock_quietly(fd: int) -> None:
         unlock_descriptor(fd)
 
 
+class Descriptor:
+    """An open file descriptor, closed once nothing refers to it any more.
+
+    A backend dropped by its user, or a thread that ended, would otherwise leave its
+    descriptors open for the life of the process (a long notebook session, a test run).
+    Every close goes through `close`, so a number the system has since reused for
+    another file is never closed by mistake.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    __del__ = close
+
+
 class _Held(threading.local):
     fd: int | None = None
+    descriptor: Descriptor | None = None
     forks: int = -1
     readonly: bool = False
 
@@ -84,16 +108,18 @@ class StoreLock:
         held = self._held
         if held.forks == _forks[0] and held.fd is not None:
             return held.fd
-        if held.fd is not None and held.forks != _forks[0]:
+        if held.descriptor is not None:
             # Inherited over a fork: the same open file as the parent's, so locking it
             # would not exclude the parent. Close our copy (the parent keeps its lock).
-            with contextlib.suppress(OSError):
-                os.close(held.fd)
-        held.fd = None
+            held.descriptor.close()
+        held.fd = held.descriptor = None
         held.forks = _forks[0]
         held.readonly = False
-        held.fd = self._open()
-        return held.fd
+        fd = self._open()
+        if fd is not None:
+            held.descriptor = Descriptor(fd)
+        held.fd = fd
+        return fd
 
     def _open(self) -> int | None:
         if os.name == "nt" and os.path.islink(self.path):
@@ -176,8 +202,7 @@ class StoreLock:
     def forget(self) -> None:
         """Close this thread's descriptor (the lock file is about to be removed)."""
         held = self._held
-        if held.fd is not None and held.forks == _forks[0]:
-            with contextlib.suppress(OSError):
-                os.close(held.fd)
-        held.fd = None
+        if held.descriptor is not None:
+            held.descriptor.close()
+        held.fd = held.descriptor = None
         held.forks = -1

@@ -25,13 +25,14 @@ import json
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from stet._errors import StoreError
 from stet.backends._atomic import atomic_write
 from stet.backends._base import Lookup
 from stet.backends._fileformat import Parsed
-from stet.backends._filestore import FileBackend
+from stet.backends._filestore import FileBackend, call_if_alive
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
@@ -223,7 +224,8 @@ class ParquetBackend(FileBackend):
             self._journal_count += added
             if not self._fold_registered:
                 self._fold_registered = True
-                atexit.register(self._fold_at_exit)
+                # Weakly: the folding thread keeps the store alive while records wait.
+                atexit.register(call_if_alive, weakref.WeakMethod(self._fold_at_exit))
             if self._journal_count >= max(_FOLD_MIN, self._base_count // 8):
                 self._fold()
             else:
@@ -251,7 +253,7 @@ class ParquetBackend(FileBackend):
                 self._pending = False
                 self._fold_at_exit()
             else:
-                time.sleep(_IDLE)
+                return  # the next record starts another thread
 
     def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
