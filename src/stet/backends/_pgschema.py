@@ -47,9 +47,9 @@ class _Sql:
 
     def __init__(self, table: str) -> None:
         t, c, led = _q(table), _q(f"{table}_claims"), _q(f"{table}_ledger")
-        seq = f"nextval('{_q(table + '_claims_seq')}')"
+        seq = f"nextval('{_q(table + '_cseq')}')"
         self.records, self.claims_table, self.ledger = t, c, led
-        self.sequence = _q(f"{table}_claims_seq")
+        self.sequence = _q(f"{table}_cseq")
         self.lookup = f"SELECT 1 FROM {t} WHERE {KEY} = ANY(%s) LIMIT 1"
         self.found = f"SELECT {KEY} FROM {t} WHERE {KEY} = ANY(%s)"
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
@@ -125,7 +125,7 @@ class _Sql:
             f"CREATE TABLE IF NOT EXISTS {c} (key TEXT PRIMARY KEY, run TEXT, host TEXT, "
             "place TEXT, pid INTEGER, started BIGINT, token TEXT, expires TIMESTAMPTZ, "
             "gen INTEGER, seq BIGINT, since TIMESTAMPTZ)",
-            f"CREATE INDEX IF NOT EXISTS {_q(table + '_claims_seq_idx')} ON {c} (seq)",
+            f"CREATE INDEX IF NOT EXISTS {_q(table + '_cseqi')} ON {c} (seq)",
         ]
         self.create_ledger = (
             f"CREATE TABLE IF NOT EXISTS {led} (id BIGSERIAL PRIMARY KEY, event TEXT, key TEXT, "
@@ -229,9 +229,7 @@ class Schema:
         for statement in self.sql.create_claims:
             conn.execute(statement)
         conn.execute(self.sql.create_ledger)
-        conn.execute(
-            f"CREATE INDEX IF NOT EXISTS {_q(table + '_ledger_key')} ON {self.sql.ledger} (key)"
-        )
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {_q(table + '_lkey')} ON {self.sql.ledger} (key)")
 
     def _upgrade(self, conn: Any, columns: list[str]) -> None:
         """Add stet's new columns to a 0.1 table and recompute every key."""

@@ -20,7 +20,9 @@ __all__ = ["StoreUrl", "parse_url"]
 #: PostgreSQL truncates identifiers longer than this many bytes.
 NAME_BYTES = 63
 #: stet adds these to the table name for its other tables.
-SUFFIXES = ("_claims", "_ledger")
+#: What stet appends to the table's name for the objects that go with it (claims and
+#: ledger tables, the claims' sequence and its index, the ledger's and records' indexes).
+SUFFIXES = ("_claims", "_ledger", "_cseq", "_cseqi", "_lkey", "_nofunc")
 
 
 @dataclass
