@@ -58,9 +58,12 @@ def connect(store: PostgresBackend) -> Any:
     psycopg = psycopg_module()
     timeout = max(1, math.ceil(_seconds("STET_CONNECT_TIMEOUT", 10)))
     statement_ms = int(_seconds("STET_STATEMENT_TIMEOUT", 60) * 1000)
+    # enable_seqscan=off: stet only ever looks rows up by key, and a table the planner
+    # still believes empty (a new store, a big batch in one transaction) would otherwise
+    # be scanned whole for every row inserted, which made a fill quadratic.
     options = (
         f"-c statement_timeout={statement_ms} -c lock_timeout={statement_ms} "
-        f"-c idle_in_transaction_session_timeout={statement_ms}"
+        f"-c idle_in_transaction_session_timeout={statement_ms} -c enable_seqscan=off"
     )
     params = {
         "keepalives": "1",
