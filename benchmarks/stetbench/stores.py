@@ -196,9 +196,11 @@ def drop_tables(urls: list[str]) -> None:
         return
     with _connect(urls[0]) as conn:
         for url in urls:
-            table = _table_of(url)
-            for table in (table, f"{table}_claims", f"{table}_ledger"):
+            base = _table_of(url)
+            for table in (base, f"{base}_claims", f"{base}_ledger"):
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            sequence = sql.Identifier(f"{base}_cseq")
+            conn.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sequence))
 
 
 def count_rows(store: str) -> int:
