@@ -238,6 +238,41 @@ def test_pending_pairs_each_axis_with_the_parameter_it_names(
     assert _exactly([p for p in expected if not f.has(**p)]) == _exactly(expected)
 
 
+# A grid of 10,000 points or more is checked against the store's whole index in one
+# read (SQLite and PostgreSQL read every key at once), and a grid of points has its
+# digests built column by column; each path must give the answers has() gives, also for
+# records without a function, records matched by text, and values that look alike.
+
+
+def test_a_big_grid_gets_the_answers_has_gives(any_store: str) -> None:
+    @stet.once(store=any_store, quiet=True)
+    def f(alpha: Any, seed: int) -> None:
+        pass
+
+    alphas: list[Any] = [*range(1_000), "1", "2", 1.0, 2.5, True, None, (1, 2)]
+    grid = {"alpha": alphas, "seed": list(range(12))}
+    points = [(a, s) for a in alphas for s in grid["seed"]]
+    assert len(points) >= 10_000
+    f(3, 0)
+    f("1", 1)  # the str twin of 1: not the run f(1, 1)
+    f(2.5, 2)
+    f(None, 3)
+    backend = get_backend(any_store)
+    backend.record({"alpha": 7, "seed": 4})  # no function: done for f
+    backend.record({"alpha": "8", "seed": "5"})  # text only: done for f(8, 5), f("8", 5)
+    backend.record({"alpha": canonical((1, 2))[1], "seed": "6"})  # text only, a tuple's
+    done = [p for p in points if f.has(*p)]
+    assert sorted(map(repr, done)) == sorted(
+        map(repr, [(3, 0), ("1", 1), (2.5, 2), (None, 3), (7, 4), (8, 5), ((1, 2), 6)])
+    )
+    expected = [p for p in points if not f.has(*p)]
+    assert _exactly(f.pending(grid)) == _exactly([{"alpha": a, "seed": s} for a, s in expected])
+    assert [repr(p) for p in f.pending(points)] == [repr(p) for p in expected]
+    as_dicts = [{"seed": s, "alpha": a} for a, s in points]
+    assert _exactly(f.pending(as_dicts)) == _exactly([{"seed": s, "alpha": a} for a, s in expected])
+    assert [repr(p) for p in f.pending(iter(points))] == [repr(p) for p in expected]
+
+
 def _exactly(points: Any) -> list[tuple[tuple[str, str, str], ...]]:
     """Points as comparable tuples that tell ``1`` from ``True`` and ``1.0`` (which ==
     does not)."""

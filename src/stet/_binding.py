@@ -227,6 +227,23 @@ class Binder:
             texts.append(text)
         return Identity(self.key, tuple(tags), tuple(texts), self.name, d)
 
+    def pairs(self, name: str, values: Iterable[Any]) -> list[tuple[str, str]]:
+        """`pair` of each value, with the common types (int, float, ASCII str) inline."""
+        out: list[tuple[str, str]] = []
+        append = out.append
+        int_text, float_text = int.__repr__, float.__repr__
+        for value in values:
+            cls = type(value)
+            if cls is int:
+                append(("int", int_text(value)))
+            elif cls is float:
+                append(("float", float_text(value)))
+            elif cls is str and value.isascii():
+                append(("str", value))
+            else:
+                append(identity_pair(name, value, self.name))
+        return out
+
     def pair(self, name: str, value: Any) -> tuple[str, str]:
         """``(tag, text)`` of one key value, with errors naming the parameter."""
         return identity_pair(name, value, self.name)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import compress, product, starmap
+from itertools import compress, product, repeat, starmap
 from operator import not_, xor
 from typing import TYPE_CHECKING, Any
 
-from stet._identity import Identity, base, piece
+from stet._identity import base, piece, pieces
 
 if TYPE_CHECKING:
     from stet._binding import Binder
@@ -101,24 +101,83 @@ class Pending:
     # -- grids given as points ---------------------------------------------------
 
     def _listed(self, grid: Any) -> list[Any]:
+        backend = self._backend
+        binder = self._binder
+        busy = self._busy or ()
+        try:
+            size = len(grid)
+        except TypeError:
+            size = 0  # a generator: its size shows as it is read
+        index = None
+        seen = 0
+        memos: dict[str, dict[Any, int]] = {name: {} for name in binder.key}
         out: list[Any] = []
         iterator = iter(grid)
         while batch := list(itertools.islice(iterator, _BATCH)):
-            idents = [self._point_identity(point) for point in batch]
-            done = self._backend.completed(idents)
-            busy = self._busy
-            for point, ident, finished in zip(batch, idents, done, strict=True):
-                if not finished and (busy is None or ident.digest not in busy):
-                    out.append(point)
+            seen += len(batch)
+            if index is None:
+                # The store's whole index once the grid is big enough for it to pay.
+                index = backend.index(max(size, seen))
+            values = self._bound(batch)
+            if index is None:
+                idents = [binder.identity_of(v) for v in values]
+                digests = [ident.digest for ident in idents]
+                done = backend.completed(idents)
+            else:
+                digests = self._digests(values, memos)
+                done = list(map(index.digests.__contains__, digests))
+                if index.plain or index.text or index.text_func:
+                    # Points not found by their own digest may match an older kind.
+                    for j in compress(range(len(done)), map(not_, done)):
+                        done[j] = index.has(binder.identity_of(values[j]))
+            out += compress(
+                batch, [not d and g not in busy for d, g in zip(done, digests, strict=True)]
+            )
         return out
 
-    def _point_identity(self, point: Any) -> Identity:
+    def _bound(self, batch: list[Any]) -> list[tuple[Any, ...]]:
+        """The key values of each point, the whole batch at once when it can be."""
         binder = self._binder
-        if isinstance(point, Mapping):
-            return binder.identity((), dict(point))
-        if isinstance(point, tuple):
-            return binder.identity(point, {})
-        return binder.identity((point,), {})
+        try:
+            if all(type(point) is tuple for point in batch):
+                return list(starmap(binder._bind, batch))
+            if all(type(point) is dict for point in batch):
+                return [binder._bind(**point) for point in batch]
+        except TypeError:
+            pass  # some point does not fit: the one-by-one path below says which
+        out: list[tuple[Any, ...]] = []
+        for point in batch:
+            if isinstance(point, Mapping):
+                out.append(binder.values((), dict(point)))
+            elif isinstance(point, tuple):
+                out.append(binder.values(point, {}))
+            else:
+                out.append(binder.values((point,), {}))
+        return out
+
+    def _digests(
+        self, values: list[tuple[Any, ...]], memos: dict[str, dict[Any, int]]
+    ) -> list[int]:
+        """Each point's digest, built column by column (a column's values repeat).
+
+        A column of exact ints and strs is looked up by value (equal values of those
+        types have equal texts, and an int never equals a str); any other by its
+        ``(tag, text)``.
+        """
+        binder = self._binder
+        digests = [binder._base] * len(values)
+        for name, column in zip(binder.key, zip(*values, strict=True), strict=True):
+            by_value = set(map(type, column)) <= {int, str}
+            keys: Sequence[Any] = column if by_value else binder.pairs(name, column)
+            memo = memos[name]
+            found = list(map(memo.get, keys))
+            if None in found:
+                new = list(dict.fromkeys(k for k, f in zip(keys, found, strict=True) if f is None))
+                texts = binder.pairs(name, new) if by_value else new
+                memo.update(zip(new, pieces(name, texts), strict=True))
+                found = list(map(memo.__getitem__, keys))
+            digests = list(map(xor, digests, found))
+        return digests
 
     # -- dict-of-lists grids ---------------------------------------------------------
 
@@ -155,41 +214,38 @@ class Pending:
             if name is None:
                 typed.append([0] * len(values))
                 continue
-            typed.append([piece(name, *binder.pair(name, v)) for v in values])
+            typed.append(pieces(name, binder.pairs(name, values)))
         digests = _combine(fixed, typed)
         backend = self._backend
         index = backend.index(len(digests))
-        pending: list[int]
+        # One flag per point, in product order: True while the point is pending.
+        left: list[bool]
         if index is None:
-            pending = []
+            left = []
             legacy = _Lazy(lambda: self._legacy_digests(axes, key_axes, binder))
             for start in range(0, len(digests), _BATCH):
                 chunk = digests[start : start + _BATCH]
                 points = [_Point(d, binder.name, legacy, start + j) for j, d in enumerate(chunk)]
-                done = backend.completed(points)
-                pending += [start + j for j, finished in enumerate(done) if not finished]
+                left += map(not_, backend.completed(points))
         else:
             known = index.digests
-            # The indices of the points not in the index, in C loops: a million points
-            # are a few tenths of a second.
-            pending = list(
-                compress(range(len(digests)), map(not_, map(known.__contains__, digests)))
-            )
-            if index.plain and pending:
+            # C loops: a million points are a few tenths of a second.
+            left = list(map(not_, map(known.__contains__, digests)))
+            if index.plain:
                 shift = base(binder.name) ^ base(None)
-                pending = [i for i in pending if digests[i] ^ shift not in known]
-            if (index.text or index.text_func) and pending:
+                _drop(left, lambda i: digests[i] ^ shift in known)
+            if index.text or index.text_func:
                 texts = self._legacy_digests(axes, key_axes, binder)
                 shift = base(None, True) ^ base(binder.name, True)
-                pending = [
-                    i
-                    for i in pending
-                    if texts[i] not in known and not (index.text_func and texts[i] ^ shift in known)
-                ]
+                with_func = index.text_func
+                _drop(
+                    left,
+                    lambda i: texts[i] in known or (with_func and texts[i] ^ shift in known),
+                )
         if self._busy:
             busy = self._busy
-            pending = [i for i in pending if digests[i] not in busy]
-        return _Product(names, axes, pending)
+            _drop(left, lambda i: digests[i] in busy)
+        return _Product(names, axes, left)
 
     def _legacy_digests(
         self, axes: list[list[Any]], key_axes: list[tuple[int, str]], binder: Binder
@@ -200,14 +256,15 @@ class Pending:
         for key in binder.key:
             if all(k != key for _, k in key_axes):
                 fixed ^= piece(key, "", binder.pair(key, params[key].default)[1])
-        pieces: list[list[int]] = []
+        by_axis: list[list[int]] = []
         for i, values in enumerate(axes):
             name = next((k for at, k in key_axes if at == i), None)
             if name is None:
-                pieces.append([0] * len(values))
+                by_axis.append([0] * len(values))
             else:
-                pieces.append([piece(name, "", binder.pair(name, v)[1]) for v in values])
-        return _combine(fixed, pieces)
+                texts = [("", text) for _, text in binder.pairs(name, values)]
+                by_axis.append(pieces(name, texts))
+        return _combine(fixed, by_axis)
 
 
 def _combine(fixed: int, pieces: list[list[int]]) -> list[int]:
@@ -218,33 +275,41 @@ def _combine(fixed: int, pieces: list[list[int]]) -> list[int]:
     return out
 
 
+def _drop(left: list[bool], done: Any) -> None:
+    """Clear the flag of each pending point ``i`` for which ``done(i)`` is true."""
+    for i in list(compress(range(len(left)), left)):
+        if done(i):
+            left[i] = False
+
+
 class _Product(Sequence[dict[str, Any]]):
     """Pending points of a dict-of-lists grid, made into dicts as they are read."""
 
-    def __init__(self, names: list[str], axes: list[list[Any]], flat: list[int]) -> None:
+    def __init__(self, names: list[str], axes: list[list[Any]], left: list[bool]) -> None:
         self._names = names
         self._axes = axes
-        self._flat = flat
-        self._sizes = [len(a) for a in axes]
+        self._left = left
+        self._len = sum(left)
+        self._flat: list[int] | None = None  # indices of the pending points, if asked
 
     def __len__(self) -> int:
-        return len(self._flat)
+        return self._len
 
     def _point(self, flat: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, axis, size in zip(
-            reversed(self._names), reversed(self._axes), reversed(self._sizes), strict=True
-        ):
-            flat, j = divmod(flat, size)
-            out[name] = axis[j]
-        return {name: out[name] for name in self._names}
+        values: list[Any] = []
+        for axis in reversed(self._axes):
+            flat, j = divmod(flat, len(axis))
+            values.append(axis[j])
+        return dict(zip(self._names, reversed(values), strict=True))
 
     def __getitem__(self, i: Any) -> Any:
+        if self._flat is None:
+            self._flat = list(compress(range(len(self._left)), self._left))
         if isinstance(i, slice):
             return [self._point(f) for f in self._flat[i]]
         return self._point(self._flat[i])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        point = self._point
-        for flat in self._flat:
-            yield point(flat)
+        # Product order, with each pending point's values zipped into a dict in C.
+        points = compress(product(*self._axes), self._left)
+        return map(dict, map(zip, repeat(self._names), points))

@@ -11,7 +11,7 @@ point it appears in.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from stet._canonical import TAGS, canonical, format_types, parse_types
@@ -27,6 +27,7 @@ __all__ = [
     "identity_of",
     "parse_types",
     "piece",
+    "pieces",
 ]
 
 # Separators that cannot appear in a parameter name, a type tag or a function name; they
@@ -59,6 +60,26 @@ def piece(name: str, tag: str, text: str) -> int:
                 _pieces.clear()
             _pieces[framed] = found
     return found
+
+
+def pieces(name: str, pairs: Iterable[tuple[str, str]]) -> list[int]:
+    """`piece` of each ``(tag, text)`` of one parameter (a grid's axis), in one loop.
+
+    Not cached: an axis's values are each used once here, and a big axis would only
+    push out the pieces that calls reuse.
+    """
+    head = f"P{name}{_FIELD}"
+    blake2b = hashlib.blake2b
+    from_bytes = int.from_bytes
+    return [
+        from_bytes(
+            blake2b(
+                f"{head}{tag}{_FIELD}{text}".encode("utf-8", "surrogatepass"), digest_size=16
+            ).digest(),
+            "little",
+        )
+        for tag, text in pairs
+    ]
 
 
 _bases: dict[tuple[bool, str | None], int] = {}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,6 @@ __all__ = ["Schema"]
 
 _ALL_OWN = (*OWN, KEY)
 _NO_FUNC = "_stet_func IS NULL"
-_BY_TEXT = "(_stet_types IS NULL OR _stet_types LIKE '%%=text%%')"
 
 
 def _lock_id(name: str) -> int:
@@ -52,15 +50,12 @@ class _Sql:
         self.sequence = _q(f"{table}_cseq")
         self.lookup = f"SELECT 1 FROM {t} WHERE {KEY} = ANY(%s) LIMIT 1"
         self.found = f"SELECT {KEY} FROM {t} WHERE {KEY} = ANY(%s)"
+        self.all_keys = f"SELECT string_agg({KEY}, '') FROM {t}"
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
         self.drop = f"DROP TABLE IF EXISTS {t}, {led}"
         self.count_all = f"SELECT count(*) FROM {t}"
         self.count_func = f"SELECT count(*) FROM {t} WHERE _stet_func = %s OR _stet_func IS NULL"
         self.functions = f"SELECT DISTINCT _stet_func FROM {t}"
-        self.kinds = (
-            f"SELECT coalesce(bool_or({_BY_TEXT}), false), coalesce(bool_or(NOT {_BY_TEXT}), "
-            f"false) FROM {t} WHERE {_NO_FUNC}"
-        )
         cols = (
             "run, host, place, pid, started, token, date_part('epoch', expires), gen, "
             "date_part('epoch', since)"
@@ -144,8 +139,6 @@ class Schema:
     def forget(self) -> None:
         """Look again on the next use (a new connection, or the tables changed)."""
         self.columns: list[str] | None = None  # None: no records table
-        self.kinds = Index()
-        self._kinds_read = 0.0
         self.memory: Index | None = None  # an old table this user may not upgrade
         self.has_claims = False
         self.has_ledger = False
@@ -166,7 +159,7 @@ class Schema:
         return found
 
     def inspect(self, conn: Any) -> None:
-        """Read the columns and the kinds of record (once per connection)."""
+        """Read the columns (once per connection)."""
         if self._looked:
             return
         table = self.backend.table
@@ -178,22 +171,10 @@ class Schema:
             check_columns(self.columns, _ALL_OWN, self.backend.bad)
             if KEY not in self.columns:
                 raise self.backend.bad(f"its columns {self.columns} are not those of a stet store")
-            if "_stet_func" in self.columns:
-                self.refresh_kinds(conn, force=True)
-            else:
+            if "_stet_func" not in self.columns:
                 self.memory = self._memory(conn)  # written by stet 0.1; upgraded on write
         # No table yet: look again next time (another worker may create it any moment).
         self._looked = self.columns is not None
-
-    def refresh_kinds(self, conn: Any, force: bool = False) -> None:
-        """Read which kinds of record the table holds (at most every 5 s)."""
-        now = time.monotonic()
-        if self.columns is None or "_stet_func" not in self.columns:
-            return
-        if force or now - self._kinds_read > 5.0:
-            self._kinds_read = now
-            text, plain = conn.execute(self.sql.kinds).fetchone()
-            self.kinds.text, self.kinds.plain = bool(text), bool(plain)
 
     def _memory(self, conn: Any) -> Index:
         index = Index()
@@ -276,13 +257,6 @@ class Schema:
         conn.execute(
             f"CREATE INDEX IF NOT EXISTS {name} ON {self.sql.records} ({KEY}) WHERE {_NO_FUNC}"
         )
-
-    def note_kind(self, conn: Any, ident: Identity) -> None:
-        if ident.func is None:
-            if ident.is_text:
-                self.kinds.text = True
-            else:
-                self.kinds.plain = True
 
     def insert(
         self, ident: Identity, stamp: str, extra: Mapping[str, str] | None, keys: list[str]

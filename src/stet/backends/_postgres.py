@@ -33,6 +33,7 @@ from stet.backends._pgschema import Schema
 from stet.backends._pgurl import parse_url
 from stet.backends._pgview import View
 from stet.backends._records import describe, utc_now
+from stet.backends._sqlschema import keys_to_index
 
 __all__ = ["PostgresBackend"]
 
@@ -97,13 +98,10 @@ class PostgresBackend(BaseBackend):
         self._run(lambda conn: None, write=True)
 
     def _keys(self, ident: Lookup, conn: Any) -> list[str]:
-        # A run recorded without a function name costs nothing more to look for; runs
-        # matched by text alone only in a table that holds some (checked every 5 s).
-        self.schema.refresh_kinds(conn)
-        keys = [f"{ident.digest:032x}", f"{ident.plain:032x}"]
-        if self.schema.kinds.text:
-            keys.append(f"{ident.legacy:032x}")
-        return keys
+        # Records without a function name and records matched by text alone (imports)
+        # are looked for in the same query: they cost nothing more to find, and no
+        # process has to learn first that the table holds some.
+        return [f"{ident.digest:032x}", f"{ident.plain:032x}", f"{ident.legacy:032x}"]
 
     def contains(self, ident: Lookup) -> bool:
         def look(conn: Any) -> bool:
@@ -145,7 +143,6 @@ class PostgresBackend(BaseBackend):
                     keys = self._keys(ident, conn)
                     query, values = self.schema.insert(ident, stamp, extra, keys)
                     added += conn.execute(query, values).rowcount
-                    self.schema.note_kind(conn, ident)
             return added
 
         return self._run(insert, write=True)
@@ -199,7 +196,22 @@ class PostgresBackend(BaseBackend):
         return self._run(read)
 
     def index(self, size: int = 0) -> Index | None:
-        return self.schema.memory
+        """All keys in one query for a large grid, rather than a query per 4,096 points."""
+        if self.schema.memory is not None or size < 10_000:
+            return self.schema.memory
+
+        def scan(conn: Any) -> Index | None:
+            schema = self.schema
+            if schema.columns is None:
+                return Index()
+            if schema.memory is not None:
+                return schema.memory
+            index = Index()
+            index.digests = keys_to_index(conn.execute(schema.sql.all_keys).fetchone()[0] or "")
+            index.plain = index.text = True  # as in `_keys`
+            return index
+
+        return self._run(scan)
 
     # -- claims ------------------------------------------------------------------------
 
@@ -281,7 +293,6 @@ class PostgresBackend(BaseBackend):
             keys = self._keys(ident, conn)
             query, values = self.schema.complete(ident, owner, stamp, extra, keys)
             added, _ = conn.execute(query, values).fetchone()
-            self.schema.note_kind(conn, ident)
             self._completions += 1
             if self._completions % 500 == 0:
                 conn.execute(self.schema.sql.sweep)  # tombstones of long-finished runs

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import lru_cache, partial
 from typing import TypeVar
 
 from stet._errors import StoreError
@@ -25,7 +25,7 @@ from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
 from stet.backends._ledger import Event
 from stet.backends._locking import _forks, forks
-from stet.backends._records import OWN, Row, utc_now
+from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, utc_now
 from stet.backends._sqliteopen import check_writable, explain, open_database
 from stet.backends._sqlitetable import (
     LEDGER,
@@ -275,23 +275,19 @@ class SqliteBackend(BaseBackend):
         kinds = Index()
         batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
         for ident in idents:
-            row = Row.of(ident, stamp, extra)
-            own = [c for c in OWN if row.cell(c) is not None]
+            cells: dict[str, str | None] = {FUNC: ident.func, TYPES: ident.types, TIMESTAMP: stamp}
+            if extra:
+                cells.update(extra)
+            own = [c for c in OWN if cells.get(c) is not None]
             keys = self._known_keys(ident)
             layout = (*ident.names, *own, KEY, *("?" * len(keys)))  # "?": one per key looked for
-            values = (*ident.texts, *(row.cell(c) for c in own), f"{ident.digest:032x}", *keys)
+            values = (*ident.texts, *(cells[c] for c in own), f"{ident.digest:032x}", *keys)
             batches.setdefault(layout, []).append(values)
             if ident.func is None or ident.is_text:
                 kinds.note(ident.func, ident.is_text)
         before = conn.total_changes
-        for key, params in batches.items():
-            columns = [n for n in key if n != "?"]
-            looked = len(key) - len(columns)
-            statement = (
-                f"INSERT INTO {TABLE} ({', '.join(map(quote, columns))}) "
-                f"SELECT {', '.join('?' * len(columns))} WHERE NOT EXISTS "
-                f"(SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * looked)}))"
-            )
+        for layout, params in batches.items():
+            statement = _insert_sql(layout)
             try:
                 conn.executemany(statement, params)
             except sqlite3.OperationalError:
@@ -395,3 +391,15 @@ class SqliteBackend(BaseBackend):
 
     def failures(self, ident: Identity) -> int:
         return claims.failures(self, ident)
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(layout: tuple[str, ...]) -> str:
+    """The INSERT for a record of these columns (``"?"``: one per key looked for)."""
+    columns = [n for n in layout if n != "?"]
+    looked = len(layout) - len(columns)
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(map(quote, columns))}) "
+        f"SELECT {', '.join('?' * len(columns))} WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * looked)}))"
+    )
