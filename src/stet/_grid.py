@@ -22,6 +22,7 @@ from stet._identity import base, piece, pieces
 if TYPE_CHECKING:
     from stet._binding import Binder
     from stet.backends import BaseBackend
+    from stet.backends._index import Index
 
 __all__ = ["Pending"]
 
@@ -111,6 +112,7 @@ class Pending:
         index = None
         seen = 0
         memos: dict[str, dict[Any, int]] = {name: {} for name in binder.key}
+        text_memos: dict[str, dict[Any, int]] = {name: {} for name in binder.key}
         out: list[Any] = []
         iterator = iter(grid)
         while batch := list(itertools.islice(iterator, _BATCH)):
@@ -127,9 +129,7 @@ class Pending:
                 digests = self._digests(values, memos)
                 done = list(map(index.digests.__contains__, digests))
                 if index.plain or index.text or index.text_func:
-                    # Points not found by their own digest may match an older kind.
-                    for j in compress(range(len(done)), map(not_, done)):
-                        done[j] = index.has(binder.identity_of(values[j]))
+                    self._older_kinds(index, values, digests, done, text_memos)
             out += compress(
                 batch, [not d and g not in busy for d, g in zip(done, digests, strict=True)]
             )
@@ -155,17 +155,45 @@ class Pending:
                 out.append(binder.values((point,), {}))
         return out
 
+    def _older_kinds(
+        self,
+        index: Index,
+        values: list[tuple[Any, ...]],
+        digests: list[int],
+        done: list[bool],
+        memos: dict[str, dict[Any, int]],
+    ) -> None:
+        """Mark done the points that a record without a function, or by text, matches."""
+        known = index.digests
+        name = self._binder.name
+        if index.plain:
+            shift = base(name) ^ base(None)
+            for j in compress(range(len(done)), map(not_, done)):
+                done[j] = digests[j] ^ shift in known
+        if index.text or index.text_func:
+            left = list(compress(range(len(done)), map(not_, done)))
+            texts = self._digests([values[j] for j in left], memos, by_text=True)
+            shift = base(None, True) ^ base(name, True)
+            with_func = index.text_func
+            for j, text in zip(left, texts, strict=True):
+                done[j] = text in known or (with_func and text ^ shift in known)
+
     def _digests(
-        self, values: list[tuple[Any, ...]], memos: dict[str, dict[Any, int]]
+        self,
+        values: list[tuple[Any, ...]],
+        memos: dict[str, dict[Any, int]],
+        by_text: bool = False,
     ) -> list[int]:
         """Each point's digest, built column by column (a column's values repeat).
 
         A column of exact ints and strs is looked up by value (equal values of those
         types have equal texts, and an int never equals a str); any other by its
-        ``(tag, text)``.
+        ``(tag, text)``. ``by_text``: the digests of records matched by text alone.
         """
         binder = self._binder
-        digests = [binder._base] * len(values)
+        digests = [base(None, True) if by_text else binder._base] * len(values)
+        if not values:
+            return digests
         for name, column in zip(binder.key, zip(*values, strict=True), strict=True):
             by_value = set(map(type, column)) <= {int, str}
             keys: Sequence[Any] = column if by_value else binder.pairs(name, column)
@@ -174,6 +202,8 @@ class Pending:
             if None in found:
                 new = list(dict.fromkeys(k for k, f in zip(keys, found, strict=True) if f is None))
                 texts = binder.pairs(name, new) if by_value else new
+                if by_text:
+                    texts = [("", text) for _, text in texts]
                 memo.update(zip(new, pieces(name, texts), strict=True))
                 found = list(map(memo.__getitem__, keys))
             digests = list(map(xor, digests, found))

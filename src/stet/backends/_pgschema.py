@@ -50,7 +50,13 @@ class _Sql:
         self.sequence = _q(f"{table}_cseq")
         self.lookup = f"SELECT 1 FROM {t} WHERE {KEY} = ANY(%s) LIMIT 1"
         self.found = f"SELECT {KEY} FROM {t} WHERE {KEY} = ANY(%s)"
-        self.all_keys = f"SELECT string_agg({KEY}, '') FROM {t}"
+        # Every key, and whether any record has no function name (typed, or by text).
+        by_text = "(_stet_types IS NULL OR _stet_types LIKE '%=text%')"
+        self.all_keys = (
+            f"SELECT string_agg({KEY}, ''), "
+            f"coalesce(bool_or(_stet_func IS NULL AND NOT {by_text}), false), "
+            f"coalesce(bool_or(_stet_func IS NULL AND {by_text}), false) FROM {t}"
+        )
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
         self.drop = f"DROP TABLE IF EXISTS {t}, {led}"
         self.count_all = f"SELECT count(*) FROM {t}"

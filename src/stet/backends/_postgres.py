@@ -206,9 +206,10 @@ class PostgresBackend(BaseBackend):
                 return Index()
             if schema.memory is not None:
                 return schema.memory
+            keys, plain, text = conn.execute(schema.sql.all_keys).fetchone()
             index = Index()
-            index.digests = keys_to_index(conn.execute(schema.sql.all_keys).fetchone()[0] or "")
-            index.plain = index.text = True  # as in `_keys`
+            index.digests = keys_to_index(keys or "")
+            index.plain, index.text = plain, text
             return index
 
         return self._run(scan)
