@@ -150,7 +150,7 @@ class Snapshot:
                 return None
             if len(body) != 16 * count or covered > len(data) or covered < 0:
                 return None
-            if hashlib.sha256(data[:covered]).hexdigest() != header["sha256"]:
+            if hashlib.sha256(memoryview(data)[:covered]).hexdigest() != header["sha256"]:
                 return None  # the store changed under the snapshot: read it all
             halves = memoryview(body).cast("Q").tolist()
             low, high = halves[0::2], halves[1::2]
@@ -171,7 +171,7 @@ class Snapshot:
             {
                 "covered": covered,
                 "count": len(index.digests),
-                "sha256": hashlib.sha256(data[:covered]).hexdigest(),
+                "sha256": hashlib.sha256(memoryview(data)[:covered]).hexdigest(),
                 "state": state,
                 "order": sys.byteorder,  # the digests are saved in native byte order
                 **index.kinds(),
