@@ -16,6 +16,8 @@ import weakref
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stet._identity import Identity
     from stet.backends._claims import Claim
 
@@ -70,11 +72,16 @@ class Reporter:
     def _quiet(self) -> bool | None:
         return self.quiet if self.quiet is not None else quiet_from_env()
 
-    def first_call(self, where: str, held: int | None) -> None:
-        """Say once which store this function uses and how many of its runs it holds."""
+    def first_call(self, where: str, count: Callable[[], int | None]) -> None:
+        """Say once which store this function uses and how many of its runs it holds.
+
+        ``count`` is asked only when the line is shown: on a database it is a query
+        over every record.
+        """
         self.announced = True
         if self._quiet():
             return
+        held = count()
         if held is None:
             say(f"[stet] {self.name}: store {where} (new, nothing recorded yet)")
         else:

@@ -64,7 +64,7 @@ class Runner:
         backend = self.backend
         reporter = self.reporter
         if not reporter.announced:
-            reporter.first_call(backend.location, backend.count(self.name))
+            reporter.first_call(backend.location, lambda: backend.count(self.name))
         # With claims on a server, the claim itself says whether the run is done: one
         # round trip instead of two.
         if (not self.claim or backend.cheap_lookups) and backend.contains(ident):
