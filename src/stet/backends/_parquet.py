@@ -36,6 +36,7 @@ from stet.backends._filestore import FileBackend, call_if_alive
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
+from stet.backends._locking import _forks
 from stet.backends._parquettable import (
     encode_table,
     merge_tables,
@@ -100,7 +101,12 @@ class ParquetBackend(FileBackend):
             self._locked(self._refresh)
 
     def contains(self, ident: Lookup) -> bool:
-        self._sync()  # the journal and the Parquet file: two files to look at
+        # The skip path: _sync spelled out. Two files to look at, the journal and the
+        # Parquet file (which another tool may have replaced).
+        if self._forks != _forks[0]:
+            self._ensure_process()
+        if _sig(self.log_file) != self._sig or _sig(self.file) != self._base_sig:
+            self._locked(self._refresh)
         return self._index.has(ident)
 
     def _refresh(self) -> None:
