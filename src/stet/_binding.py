@@ -213,39 +213,29 @@ class Binder:
         tags: list[str] = []
         texts: list[str] = []
         for name, value in zip(self.key, values, strict=True):
-            cls = type(value)
-            if cls is str and value.isascii():
-                tag, text = "str", value
-            elif cls is int:
-                tag, text = "int", int.__repr__(value)
-            elif cls is float:
-                tag, text = "float", float.__repr__(value)
-            else:
-                tag, text = identity_pair(name, value, self.name)
+            tag, text = self.pair(name, value)
             d ^= piece(name, tag, text)
             tags.append(tag)
             texts.append(text)
         return Identity(self.key, tuple(tags), tuple(texts), self.name, d)
 
     def pairs(self, name: str, values: Iterable[Any]) -> list[tuple[str, str]]:
-        """`pair` of each value, with the common types (int, float, ASCII str) inline."""
-        out: list[tuple[str, str]] = []
-        append = out.append
-        int_text, float_text = int.__repr__, float.__repr__
-        for value in values:
-            cls = type(value)
-            if cls is int:
-                append(("int", int_text(value)))
-            elif cls is float:
-                append(("float", float_text(value)))
-            elif cls is str and value.isascii():
-                append(("str", value))
-            else:
-                append(identity_pair(name, value, self.name))
-        return out
+        """`pair` of each value of parameter ``name`` (a grid's axis, a column of points)."""
+        pair = self.pair
+        return [pair(name, value) for value in values]
 
     def pair(self, name: str, value: Any) -> tuple[str, str]:
-        """``(tag, text)`` of one key value, with errors naming the parameter."""
+        """``(tag, text)`` of one key value, with errors naming the parameter.
+
+        Ints, floats and ASCII strs directly: the text `canonical` would give them.
+        """
+        cls = type(value)
+        if cls is int:
+            return "int", int.__repr__(value)
+        if cls is float:
+            return "float", float.__repr__(value)
+        if cls is str and value.isascii():
+            return "str", value
         return identity_pair(name, value, self.name)
 
     def unfaithful(self, name: str, problem: str) -> TypeError:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from itertools import compress, product, repeat, starmap
 from operator import not_, xor
 from typing import TYPE_CHECKING, Any
@@ -104,7 +105,7 @@ class Pending:
     def _listed(self, grid: Any) -> list[Any]:
         backend = self._backend
         binder = self._binder
-        busy = self._busy or ()
+        busy = self._busy
         try:
             size = len(grid)
         except TypeError:
@@ -121,18 +122,20 @@ class Pending:
                 # The store's whole index once the grid is big enough for it to pay.
                 index = backend.index(max(size, seen))
             values = self._bound(batch)
+            left: list[bool]  # per point: still pending
             if index is None:
                 idents = [binder.identity_of(v) for v in values]
                 digests = [ident.digest for ident in idents]
-                done = backend.completed(idents)
+                left = list(map(not_, backend.completed(idents)))
             else:
                 digests = self._digests(values, memos)
-                done = list(map(index.digests.__contains__, digests))
-                if index.plain or index.text or index.text_func:
-                    self._older_kinds(index, values, digests, done, text_memos)
-            out += compress(
-                batch, [not d and g not in busy for d, g in zip(done, digests, strict=True)]
-            )
+                left = list(map(not_, map(index.digests.__contains__, digests)))
+                if index.plain or index.text or index.text_func:  # (most stores: neither)
+                    texts_at = partial(self._texts_at, values, text_memos)
+                    _drop_older_kinds(index, binder.name, digests, left, texts_at)
+            if busy:
+                _drop(left, digests, busy.__contains__)
+            out += compress(batch, left)
         return out
 
     def _bound(self, batch: list[Any]) -> list[tuple[Any, ...]]:
@@ -155,28 +158,11 @@ class Pending:
                 out.append(binder.values((point,), {}))
         return out
 
-    def _older_kinds(
-        self,
-        index: Index,
-        values: list[tuple[Any, ...]],
-        digests: list[int],
-        done: list[bool],
-        memos: dict[str, dict[Any, int]],
-    ) -> None:
-        """Mark done the points that a record without a function, or by text, matches."""
-        known = index.digests
-        name = self._binder.name
-        if index.plain:
-            shift = base(name) ^ base(None)
-            for j in compress(range(len(done)), map(not_, done)):
-                done[j] = digests[j] ^ shift in known
-        if index.text or index.text_func:
-            left = list(compress(range(len(done)), map(not_, done)))
-            texts = self._digests([values[j] for j in left], memos, by_text=True)
-            shift = base(None, True) ^ base(name, True)
-            with_func = index.text_func
-            for j, text in zip(left, texts, strict=True):
-                done[j] = text in known or (with_func and text ^ shift in known)
+    def _texts_at(
+        self, values: list[tuple[Any, ...]], memos: dict[str, dict[Any, int]], at: list[int]
+    ) -> list[int]:
+        """The text-only digests of the points at indices ``at``."""
+        return self._digests([values[i] for i in at], memos, by_text=True)
 
     def _digests(
         self,
@@ -258,23 +244,16 @@ class Pending:
                 points = [_Point(d, binder.name, legacy, start + j) for j, d in enumerate(chunk)]
                 left += map(not_, backend.completed(points))
         else:
-            known = index.digests
             # C loops: a million points are a few tenths of a second.
-            left = list(map(not_, map(known.__contains__, digests)))
-            if index.plain:
-                shift = base(binder.name) ^ base(None)
-                _drop(left, lambda i: digests[i] ^ shift in known)
-            if index.text or index.text_func:
+            left = list(map(not_, map(index.digests.__contains__, digests)))
+
+            def texts_at(at: list[int]) -> list[int]:
                 texts = self._legacy_digests(axes, key_axes, binder)
-                shift = base(None, True) ^ base(binder.name, True)
-                with_func = index.text_func
-                _drop(
-                    left,
-                    lambda i: texts[i] in known or (with_func and texts[i] ^ shift in known),
-                )
+                return [texts[i] for i in at]
+
+            _drop_older_kinds(index, binder.name, digests, left, texts_at)
         if self._busy:
-            busy = self._busy
-            _drop(left, lambda i: digests[i] in busy)
+            _drop(left, digests, self._busy.__contains__)
         return _Product(names, axes, left)
 
     def _legacy_digests(
@@ -305,11 +284,38 @@ def _combine(fixed: int, pieces: list[list[int]]) -> list[int]:
     return out
 
 
-def _drop(left: list[bool], done: Any) -> None:
-    """Clear the flag of each pending point ``i`` for which ``done(i)`` is true."""
+def _drop(left: list[bool], digests: list[int], done: Callable[[int], bool]) -> None:
+    """Clear the flag of each pending point ``i`` for which ``done(digests[i])`` is true."""
     for i in list(compress(range(len(left)), left)):
-        if done(i):
+        if done(digests[i]):
             left[i] = False
+
+
+def _drop_older_kinds(
+    index: Index,
+    func: str,
+    digests: list[int],
+    left: list[bool],
+    text_digests: Callable[[list[int]], list[int]],
+) -> None:
+    """Clear the flag of each pending point that an older kind of record completed.
+
+    Records without a function name match through the function-less digest; records
+    matched by text alone through the points' text digests, which ``text_digests``
+    gives for the points at the indices it is passed (computed only when needed).
+    """
+    known = index.digests
+    if index.plain:
+        shift = base(func) ^ base(None)
+        _drop(left, digests, lambda d: d ^ shift in known)
+    if index.text or index.text_func:
+        at = list(compress(range(len(left)), left))
+        texts = [0] * len(left)  # only the pending points' are looked at
+        for i, text in zip(at, text_digests(at), strict=True):
+            texts[i] = text
+        shift = base(None, True) ^ base(func, True)
+        with_func = index.text_func
+        _drop(left, texts, lambda t: t in known or (with_func and t ^ shift in known))
 
 
 class _Product(Sequence[dict[str, Any]]):
