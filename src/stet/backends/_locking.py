@@ -85,7 +85,6 @@ class Descriptor:
 
 
 class _Held(threading.local):
-    fd: int | None = None
     descriptor: Descriptor | None = None
     forks: int = -1
     readonly: bool = False
@@ -106,19 +105,19 @@ class StoreLock:
 
     def _descriptor(self) -> int | None:
         held = self._held
-        if held.forks == _forks[0] and held.fd is not None:
-            return held.fd
-        if held.descriptor is not None:
+        descriptor = held.descriptor
+        if descriptor is not None:
+            if held.forks == _forks[0]:
+                return descriptor.fd
             # Inherited over a fork: the same open file as the parent's, so locking it
             # would not exclude the parent. Close our copy (the parent keeps its lock).
-            held.descriptor.close()
-        held.fd = held.descriptor = None
+            descriptor.close()
+        held.descriptor = None
         held.forks = _forks[0]
         held.readonly = False
         fd = self._open()
         if fd is not None:
             held.descriptor = Descriptor(fd)
-        held.fd = fd
         return fd
 
     def _open(self) -> int | None:
@@ -204,5 +203,5 @@ class StoreLock:
         held = self._held
         if held.descriptor is not None:
             held.descriptor.close()
-        held.fd = held.descriptor = None
+        held.descriptor = None
         held.forks = -1
