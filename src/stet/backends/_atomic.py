@@ -15,7 +15,7 @@ import time
 
 from stet._errors import StoreError
 
-__all__ = ["BINARY", "atomic_write", "disk_error", "real_path", "write_all"]
+__all__ = ["BINARY", "atomic_write", "disk_error", "nearest_directory", "real_path", "write_all"]
 
 #: Windows opens files made by os.open in text mode (turning \n into \r\n) unless told.
 BINARY = getattr(os, "O_BINARY", 0)
@@ -34,6 +34,17 @@ _DISK = (
 def real_path(path: str) -> str:
     """The file ``path`` names, following symbolic links (``path`` itself if none)."""
     return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def nearest_directory(path: str) -> str:
+    """The directory of ``path``, or its nearest ancestor that exists (for access checks)."""
+    directory = os.path.dirname(path) or "."
+    while not os.path.isdir(directory):
+        parent = os.path.dirname(directory) or "."
+        if parent == directory:
+            break
+        directory = parent
+    return directory
 
 
 def disk_error(store: str, exc: OSError, what: str) -> StoreError:

@@ -23,9 +23,18 @@ from stet.backends._index import SNAPSHOT_MIN, Index, Snapshot
 from stet.backends._locking import StoreLock, _forks
 from stet.backends._records import Row, rows_of
 
-__all__ = ["GUARD", "FileReader"]
+__all__ = ["GUARD", "FileReader", "file_sig"]
 
 GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
+
+
+def file_sig(path: str) -> tuple[int, int, int] | None:
+    """What tells a file's versions apart: inode, size, modification time (None: absent)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class FileReader(FileFormat, BaseBackend):
@@ -87,12 +96,7 @@ class FileReader(FileFormat, BaseBackend):
     def _sync(self) -> None:
         """Bring the index up to date if the file changed; no lock if it did not."""
         self._ensure_process()
-        try:
-            st = os.stat(self.log_file)
-            sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except (FileNotFoundError, NotADirectoryError):
-            sig = None
-        if sig != self._sig:
+        if file_sig(self.log_file) != self._sig:
             self._locked(self._refresh)
 
     def _refresh(self) -> None:
@@ -225,7 +229,8 @@ class FileReader(FileFormat, BaseBackend):
         return self._stat() is not None
 
     def contains(self, ident: Lookup) -> bool:
-        # The skip path of every decorated call: _sync spelled out, one stat and a lookup.
+        # The skip path of every decorated call: _sync and file_sig spelled out (each
+        # call costs a tenth of a microsecond here), one stat and a lookup.
         if self._forks != _forks[0]:
             self._ensure_process()
         try:

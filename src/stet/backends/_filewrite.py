@@ -13,7 +13,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from stet._errors import StoreError, StoreWarning
-from stet.backends._atomic import BINARY, disk_error, real_path, write_all
+from stet.backends._atomic import BINARY, disk_error, nearest_directory, real_path, write_all
 from stet.backends._records import utc_now
 
 if TYPE_CHECKING:
@@ -41,12 +41,7 @@ def check_writable(store: FileBackend) -> None:
                 "it writable (chmod u+w) to go on recording, or choose another store."
             )
     directory = os.path.dirname(target) or "."
-    existing = directory
-    while not os.path.isdir(existing):
-        parent = os.path.dirname(existing)
-        if parent == existing:
-            break
-        existing = parent
+    existing = nearest_directory(target)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise StoreError(
             f"stet: cannot record runs in {store.file}: the directory {existing} is not "

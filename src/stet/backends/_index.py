@@ -30,7 +30,7 @@ from stet._identity import Identity, base
 from stet.backends._atomic import atomic_write
 from stet.backends._records import CellPlan, Row
 
-__all__ = ["Index", "Snapshot"]
+__all__ = ["Index", "Snapshot", "digests_of_words"]
 
 _MAGIC = b"STETIDX\x03"  # \x03: the digests carry their own hash
 #: Records from which a full read is worth saving as a snapshot.
@@ -122,6 +122,11 @@ class Index:
         }
 
 
+def digests_of_words(words: list[int]) -> dict[int, None]:
+    """Index keys of 128-bit digests given as 64-bit words, low word first."""
+    return dict.fromkeys([lo | hi << 64 for lo, hi in zip(words[0::2], words[1::2], strict=True)])
+
+
 def _sha256_meanwhile(data: memoryview) -> Callable[[], str]:
     """Start hashing ``data``; the returned function waits for the hex digest.
 
@@ -176,10 +181,8 @@ class Snapshot:
             if hashlib.sha256(body).hexdigest() != header["digests_sha256"]:
                 return None  # damaged digests: one lost could run a run again
             store_hash = _sha256_meanwhile(memoryview(data)[:covered])
-            halves = memoryview(body).cast("Q").tolist()
-            low, high = halves[0::2], halves[1::2]
             index = Index()
-            index.digests = dict.fromkeys([a | (b << 64) for a, b in zip(low, high, strict=True)])
+            index.digests = digests_of_words(memoryview(body).cast("Q").tolist())
             if store_hash() != header["sha256"]:
                 return None  # the store changed under the snapshot: read it all
             index.plain = bool(header["plain"])

@@ -32,6 +32,7 @@ from stet._errors import StoreError
 from stet.backends._atomic import atomic_write
 from stet.backends._base import Lookup
 from stet.backends._fileformat import Parsed
+from stet.backends._fileread import file_sig
 from stet.backends._filestore import FileBackend, call_if_alive
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
@@ -54,14 +55,6 @@ __all__ = ["ParquetBackend"]
 
 _FOLD_MIN = 1000  # journal records before a fold is worth it
 _IDLE = 1.0  # seconds without a record after which a process folds its journal
-
-
-def _sig(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class ParquetBackend(FileBackend):
@@ -97,7 +90,7 @@ class ParquetBackend(FileBackend):
 
     def _sync(self) -> None:
         self._ensure_process()
-        if _sig(self.log_file) != self._sig or _sig(self.file) != self._base_sig:
+        if file_sig(self.log_file) != self._sig or file_sig(self.file) != self._base_sig:
             self._locked(self._refresh)
 
     def contains(self, ident: Lookup) -> bool:
@@ -105,14 +98,14 @@ class ParquetBackend(FileBackend):
         # Parquet file (which another tool may have replaced).
         if self._forks != _forks[0]:
             self._ensure_process()
-        if _sig(self.log_file) != self._sig or _sig(self.file) != self._base_sig:
+        if file_sig(self.log_file) != self._sig or file_sig(self.file) != self._base_sig:
             self._locked(self._refresh)
         return self._index.has(ident)
 
     def _refresh(self) -> None:
         self._check_regular()
-        base = _sig(self.file)
-        journal = _sig(self.log_file)
+        base = file_sig(self.file)
+        journal = file_sig(self.log_file)
         if (base, journal) == (self._base_sig, self._sig):
             return
         if base != self._base_sig or journal is None or self._sig is None:
@@ -152,7 +145,7 @@ class ParquetBackend(FileBackend):
             self._journal_count = self._index.add_records(parsed.records)
         parsed.state.update(base=base_hash, base_count=self._base_count)
         self._count = len(self._index)
-        self._base_sig = _sig(self.file)
+        self._base_sig = file_sig(self.file)
         guard = journal[max(parsed.end - 32, 0) : parsed.end]
         if sig is not None:
             self._remember(parsed, sig, guard)
@@ -269,7 +262,7 @@ class ParquetBackend(FileBackend):
         self._forget()
         self._index.add_rows(rows)
         self._base_count = self._count = len(rows)
-        self._base_sig = _sig(self.file)
+        self._base_sig = file_sig(self.file)
         self._state = {"line": 1, "base": written, "base_count": self._base_count}
         self._save_folded()
 
@@ -307,7 +300,7 @@ class ParquetBackend(FileBackend):
             os.unlink(self.log_file)
         self._base_count += len(new)
         self._journal_count = 0
-        self._base_sig = _sig(self.file)
+        self._base_sig = file_sig(self.file)
         self._sig = None
         self._end = 0
         self._guard = b""

@@ -54,8 +54,8 @@ class _Sql:
         by_text = "(_stet_types IS NULL OR _stet_types LIKE '%=text%')"
         self.all_keys = (
             f"SELECT string_agg({KEY}, ''), "
-            f"coalesce(bool_or(_stet_func IS NULL AND NOT {by_text}), false), "
-            f"coalesce(bool_or(_stet_func IS NULL AND {by_text}), false) FROM {t}"
+            f"coalesce(bool_or({_NO_FUNC} AND NOT {by_text}), false), "
+            f"coalesce(bool_or({_NO_FUNC} AND {by_text}), false) FROM {t}"
         )
         self.delete = f"DELETE FROM {t} WHERE {KEY} = ANY(%s)"
         self.drop = f"DROP TABLE IF EXISTS {t}, {led}"

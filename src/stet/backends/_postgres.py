@@ -97,7 +97,8 @@ class PostgresBackend(BaseBackend):
     def check_writable(self) -> None:
         self._run(lambda conn: None, write=True)
 
-    def _keys(self, ident: Lookup, conn: Any) -> list[str]:
+    @staticmethod
+    def _keys(ident: Lookup) -> list[str]:
         # Records without a function name and records matched by text alone (imports)
         # are looked for in the same query: they cost nothing more to find, and no
         # process has to learn first that the table holds some.
@@ -109,7 +110,7 @@ class PostgresBackend(BaseBackend):
                 return False
             if self.schema.memory is not None:
                 return self.schema.memory.has(ident)
-            found = conn.execute(self.schema.sql.lookup, (self._keys(ident, conn),)).fetchone()
+            found = conn.execute(self.schema.sql.lookup, (self._keys(ident),)).fetchone()
             return found is not None
 
         return self._run(look)
@@ -120,7 +121,7 @@ class PostgresBackend(BaseBackend):
                 return [False] * len(idents)
             if self.schema.memory is not None:
                 return [self.schema.memory.has(i) for i in idents]
-            wanted = [self._keys(i, conn) for i in idents]
+            wanted = [self._keys(i) for i in idents]
             flat = [k for keys in wanted for k in keys]
             found = {row[0] for row in conn.execute(self.schema.sql.found, (flat,))}
             return [any(k in found for k in keys) for keys in wanted]
@@ -140,7 +141,7 @@ class PostgresBackend(BaseBackend):
             added = 0
             with conn.transaction():
                 for ident in idents:
-                    keys = self._keys(ident, conn)
+                    keys = self._keys(ident)
                     query, values = self.schema.insert(ident, stamp, extra, keys)
                     added += conn.execute(query, values).rowcount
             return added
@@ -238,7 +239,7 @@ class PostgresBackend(BaseBackend):
             known = view.answer(key, owner)
             if known is not None:
                 return known
-            params["keys"] = self._keys(ident, conn)
+            params["keys"] = self._keys(ident)
             # The claim, and then a fresh look at the records in the same round trip: a
             # worker that completed the run while the claim ran may not have been seen
             # by the claim statement's snapshot (it deleted its claim as it recorded).
@@ -291,7 +292,7 @@ class PostgresBackend(BaseBackend):
 
         def finish(conn: Any) -> bool:
             self.schema.widen(conn, ident.names)
-            keys = self._keys(ident, conn)
+            keys = self._keys(ident)
             query, values = self.schema.complete(ident, owner, stamp, extra, keys)
             added, _ = conn.execute(query, values).fetchone()
             self._completions += 1

@@ -158,10 +158,7 @@ class SqliteBackend(BaseBackend):
     def _keys(self, ident: Lookup, conn: sqlite3.Connection) -> tuple[str, ...]:
         """Every digest under which a record makes ``ident`` count as done."""
         read_kinds(self, conn)
-        keys = [f"{ident.digest:032x}", f"{ident.plain:032x}"]
-        if self._kinds.text:
-            keys.append(f"{ident.legacy:032x}")
-        return tuple(keys)
+        return self._known_keys(ident)
 
     def contains(self, ident: Lookup) -> bool:
         # The skip path of every decorated call: one indexed query on this thread's

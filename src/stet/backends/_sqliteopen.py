@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from stet._errors import StoreError, StoreLockTimeout
-from stet.backends._atomic import real_path
+from stet.backends._atomic import nearest_directory, real_path
 from stet.backends._index import Index
 from stet.backends._locking import lock_timeout
 from stet.backends._records import read_records
@@ -212,9 +212,7 @@ def check_writable(store: SqliteBackend) -> None:
             f"stet: {store.file} is read-only (or its directory is), so stet cannot "
             "record runs in it. Make both writable, or choose another store."
         )
-    directory = os.path.dirname(target) or "."
-    while not os.path.isdir(directory):
-        directory = os.path.dirname(directory) or "."
+    directory = nearest_directory(target)
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StoreError(
             f"stet: cannot record runs in {store.file}: the directory {directory} is not "

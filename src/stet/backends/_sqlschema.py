@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
+from stet.backends._index import digests_of_words
+
 __all__ = ["KEY", "check_columns", "keys_to_index", "quote"]
 
 #: Hex digest of the run (32 characters), indexed: a lookup is one index probe.
@@ -43,5 +45,4 @@ def keys_to_index(text: str) -> dict[int, None]:
         return dict.fromkeys(int(text[i : i + 32], 16) for i in range(0, len(text), 32))
     # Reversed, each big-endian 16-byte key reads as two little-endian 64-bit words,
     # low word first (the keys come out in reverse order, which a set ignores).
-    words = memoryview(data[::-1]).cast("Q").tolist()
-    return dict.fromkeys([lo | hi << 64 for lo, hi in zip(words[0::2], words[1::2], strict=True)])
+    return digests_of_words(memoryview(data[::-1]).cast("Q").tolist())
