@@ -12,30 +12,25 @@ import enum
 ALIKE = "alike"
 
 
-class AlikeStr(str):
+class _PrintsAlike:
+    """Prints as ``alike`` (``str``, ``repr``, ``format``) whatever the value holds."""
+
+    def __str__(self) -> str:
+        return ALIKE
+
+    def __repr__(self) -> str:
+        return ALIKE
+
+    def __format__(self, spec: str) -> str:
+        return ALIKE
+
+
+class AlikeStr(_PrintsAlike, str):
     """A ``str`` that prints as ``alike`` whatever it holds."""
 
-    def __str__(self) -> str:
-        return ALIKE
 
-    def __repr__(self) -> str:
-        return ALIKE
-
-    def __format__(self, spec: str) -> str:
-        return ALIKE
-
-
-class AlikeInt(int):
+class AlikeInt(_PrintsAlike, int):
     """An ``int`` that prints as ``alike`` and converts to 0 whatever it holds."""
-
-    def __str__(self) -> str:
-        return ALIKE
-
-    def __repr__(self) -> str:
-        return ALIKE
-
-    def __format__(self, spec: str) -> str:
-        return ALIKE
 
     def __int__(self) -> int:
         return 0
@@ -44,30 +39,15 @@ class AlikeInt(int):
         return 0
 
 
-class AlikeFloat(float):
+class AlikeFloat(_PrintsAlike, float):
     """A ``float`` that prints as ``alike`` and converts to 0.0 whatever it holds."""
-
-    def __str__(self) -> str:
-        return ALIKE
-
-    def __repr__(self) -> str:
-        return ALIKE
-
-    def __format__(self, spec: str) -> str:
-        return ALIKE
 
     def __float__(self) -> float:
         return 0.0
 
 
-class AlikeBytes(bytes):
+class AlikeBytes(_PrintsAlike, bytes):
     """A ``bytes`` that prints as ``alike`` and converts to ``b""`` whatever it holds."""
-
-    def __str__(self) -> str:
-        return ALIKE
-
-    def __repr__(self) -> str:
-        return ALIKE
 
     def __bytes__(self) -> bytes:
         return b""
