@@ -279,6 +279,72 @@ def _exactly(points: Any) -> list[tuple[tuple[str, str, str], ...]]:
     return [tuple((k, type(v).__name__, repr(v)) for k, v in p.items()) for p in points]
 
 
+# A batch of dict points that all name the same parameters is bound once and read
+# column by column; dicts that leave out a defaulted key, name a parameter that is not
+# in the key, or name other parameters than their neighbours must get has()'s answers.
+
+
+@pytest.mark.parametrize("size", [5_000, 12_000], ids=["probed", "indexed"])
+def test_pending_of_dicts_naming_different_parameters_agrees_with_has(
+    store: Path, size: int
+) -> None:
+    @stet.once(store=store, quiet=True, ignore="verbose")
+    def f(a: int, seed: int, epochs: int = 10, verbose: bool = False) -> None:
+        pass
+
+    shapes = [
+        lambda i: {"a": i, "seed": i % 3},
+        lambda i: {"seed": i % 3, "a": i, "epochs": 10},  # the default, written out
+        lambda i: {"a": i, "seed": i % 3, "epochs": 20},
+        lambda i: {"verbose": True, "a": i, "seed": i % 3},  # not a key parameter
+        lambda i: {"epochs": 10, "seed": i % 3, "a": i},
+    ]
+    f(5, 2)  # done for the shapes with epochs=10
+    f(7, 1, epochs=20)
+    f(4, 1, 10, True)
+    mixed = [shapes[i % len(shapes)](i) for i in range(size)]
+    for points in [*([shape(i) for i in range(size)] for shape in shapes), mixed]:
+        expected = [p for p in points if not f.has(**p)]
+        assert 1 <= len(points) - len(expected) <= 3
+        assert [repr(p) for p in f.pending(points)] == [repr(p) for p in expected]
+
+    @stet.once(store=store, quiet=True, key=["a"])
+    def g(a: int, seed: int = 0) -> None:
+        pass
+
+    g(3)
+    assert [p["a"] for p in g.pending([{"a": i} for i in range(size)])] == [
+        i for i in range(size) if i != 3
+    ]
+
+
+def test_pending_names_the_parameter_a_dict_point_lacks(store: Path) -> None:
+    f = sweep_function(store, ["a", "seed"])
+    points = [{"a": i, "seed": 0} for i in range(100)]
+    points[50] = {"a": 50, "epochs": 0}  # as many names as its neighbours, not the same
+    with pytest.raises(TypeError, match="seed"):
+        list(f.pending(points))
+
+
+def test_pending_of_a_dict_grid_keeps_any_parameter_name(store: Path) -> None:
+    """Points of a dict grid are built by generated code; a name with quotes, or a str
+    subclass whose repr is code, must come out as the same dict key."""
+
+    class Sneaky(str):
+        def __repr__(self) -> str:
+            return "__import__('os').getcwd()"
+
+    @stet.once(store=store, quiet=True, key=["a"])
+    def f(a: int, **options: Any) -> None:
+        pass
+
+    odd = "it's \"odd\"\\"
+    f(1, **{odd: 0})
+    assert list(f.pending({"a": [1, 2], odd: [0]})) == [{"a": 2, odd: 0}]
+    (point,) = f.pending({"a": [2], Sneaky("x"): [0]})
+    assert [type(k) for k in point] == [str, Sneaky]
+
+
 # Regression (fixed): SQLite store: which kinds of record the table holds (runs recorded
 # without a function, runs matched by text) is cached per process and refreshed at most
 # once a second, and index() (used by pending) never refreshes it, so records another

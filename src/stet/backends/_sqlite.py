@@ -181,7 +181,7 @@ class SqliteBackend(BaseBackend):
             cursor.execute(LOOKUP[1], (f"{ident.digest:032x}",))
             if cursor.fetchone() is not None:
                 return True
-            keys = self._keys(ident, local.conn)
+            keys = self._keys(ident, local.conn)[1:]  # (the first just missed)
             cursor.execute(LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None
         except sqlite3.Error as exc:
