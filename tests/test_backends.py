@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import stet
 from stet.backends import (
@@ -19,6 +21,8 @@ from stet.backends import (
     SqliteBackend,
     get_backend,
 )
+from stet.backends._json import object_text
+from stet.backends._records import Row
 
 
 @pytest.mark.parametrize(
@@ -182,3 +186,28 @@ def test_backend_pickles_as_configuration(store: Path) -> None:
     assert type(clone) is type(backend)
     assert clone.path == backend.path
     assert clone.has({"a": 1})
+
+
+# The JSON store writes each record's object text itself (not through json.dumps, which
+# built an encoder per record); the text must stay exactly what json.dumps writes.
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.dictionaries(st.text(min_size=1), st.text(), min_size=1, max_size=4),
+    func=st.none() | st.text(),
+    meta=st.none() | st.text(),
+)
+def test_json_record_text_is_what_json_dumps_writes(
+    values: dict[str, str], func: str | None, meta: str | None
+) -> None:
+    extra = {} if meta is None else {"_stet_meta": meta}
+    row = Row(values, "types", "2026-11-30T00:00:00Z", func, extra)
+    expected = dict(values)
+    if func:
+        expected["_stet_func"] = func
+    expected |= {"_stet_types": "types", "_stet_timestamp": "2026-11-30T00:00:00Z"}
+    if meta:
+        expected["_stet_meta"] = meta
+    assert object_text(row) == json.dumps(expected, ensure_ascii=False)
+    assert json.loads(object_text(row)) == expected

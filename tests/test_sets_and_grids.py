@@ -338,7 +338,7 @@ def test_pending_of_a_dict_grid_keeps_any_parameter_name(store: Path) -> None:
     def f(a: int, **options: Any) -> None:
         pass
 
-    odd = "it's \"odd\"\\"
+    odd = 'it\'s "odd"\\'
     f(1, **{odd: 0})
     assert list(f.pending({"a": [1, 2], odd: [0]})) == [{"a": 2, odd: 0}]
     (point,) = f.pending({"a": [2], Sneaky("x"): [0]})

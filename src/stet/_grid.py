@@ -187,7 +187,7 @@ class Pending:
             map(itemgetter(at[name]), rows) if name in at else repeat(first[i])
             for i, name in enumerate(key)
         ]
-        return list(zip(*columns))
+        return list(zip(*columns, strict=False))  # the defaults repeat without end
 
     def _texts_at(
         self, values: list[tuple[Any, ...]], memos: dict[str, dict[Any, int]], at: list[int]
@@ -393,5 +393,5 @@ def _dict_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
     """
     args = ", ".join(f"v{i}" for i in range(len(names)))
     items = ", ".join(f"{str.__repr__(name)}: v{i}" for i, name in enumerate(names))
-    maker: Callable[..., dict[str, Any]] = eval(f"lambda {args}: {{{items}}}")  # noqa: S307
+    maker: Callable[..., dict[str, Any]] = eval(f"lambda {args}: {{{items}}}")
     return maker
