@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +292,7 @@ def test_pending_of_dicts_naming_different_parameters_agrees_with_has(
     def f(a: int, seed: int, epochs: int = 10, verbose: bool = False) -> None:
         pass
 
-    shapes = [
+    shapes: list[Callable[[int], dict[str, Any]]] = [
         lambda i: {"a": i, "seed": i % 3},
         lambda i: {"seed": i % 3, "a": i, "epochs": 10},  # the default, written out
         lambda i: {"a": i, "seed": i % 3, "epochs": 20},
@@ -323,7 +323,7 @@ def test_pending_names_the_parameter_a_dict_point_lacks(store: Path) -> None:
     points = [{"a": i, "seed": 0} for i in range(100)]
     points[50] = {"a": 50, "epochs": 0}  # as many names as its neighbours, not the same
     with pytest.raises(TypeError, match="seed"):
-        list(f.pending(points))
+        list(f.pending(points))  # type: ignore[attr-defined]
 
 
 def test_pending_of_a_dict_grid_keeps_any_parameter_name(store: Path) -> None:

@@ -78,6 +78,12 @@ class Pending:
         self._grid = grid
         self._busy = busy
         self._points: Sequence[Any] | None = None
+        # A tuple with a value for each parameter binds to itself when the parameters
+        # are the key, in order, and all can be given by position.
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self._tuples_are_keys = all(p.kind in positional for p in binder.params) and (
+            tuple(p.name for p in binder.params) == binder.key
+        )
 
     def _compute(self) -> Sequence[Any]:
         if self._points is None:
@@ -144,6 +150,8 @@ class Pending:
         kinds = set(map(type, batch))
         try:
             if kinds == {tuple}:
+                if self._tuples_are_keys and set(map(len, batch)) == {len(binder.key)}:
+                    return batch  # each point already is its key values, in key order
                 return list(starmap(binder._bind, batch))
             if kinds == {dict}:
                 return self._bound_dicts(batch)
@@ -208,23 +216,30 @@ class Pending:
         ``(tag, text)``. ``by_text``: the digests of records matched by text alone.
         """
         binder = self._binder
-        digests = [base(None, True) if by_text else binder._base] * len(values)
+        start = base(None, True) if by_text else binder._base
         if not values:
-            return digests
-        for name, column in zip(binder.key, zip(*values, strict=True), strict=True):
+            return []
+        digests: list[int] | None = None
+        for at, name in enumerate(binder.key):
+            # Not zip(*values): it makes an iterator per point, and a million tracked
+            # objects set off the garbage collector's full passes over the whole grid.
+            column = list(map(itemgetter(at), values))
             by_value = set(map(type, column)) <= {int, str}
             keys: Sequence[Any] = column if by_value else binder.pairs(name, column)
             memo = memos[name]
-            found = list(map(memo.get, keys))
+            found: list[Any] = list(map(memo.get, keys))  # None: not in the memo yet
             if None in found:
                 new = list(dict.fromkeys(compress(keys, map(is_, found, repeat(None)))))
                 texts = binder.pairs(name, new) if by_value else new
                 if by_text:
                     texts = [("", text) for _, text in texts]
-                memo.update(zip(new, pieces(name, texts), strict=True))
+                made = pieces(name, texts)
+                if digests is None:  # the first column's memo holds start ^ piece
+                    made = [start ^ p for p in made]
+                memo.update(zip(new, made, strict=True))
                 found = list(map(memo.__getitem__, keys))
-            digests = list(map(xor, digests, found))
-        return digests
+            digests = found if digests is None else list(map(xor, digests, found))
+        return [start] * len(values) if digests is None else digests
 
     # -- dict-of-lists grids ---------------------------------------------------------
 

@@ -16,23 +16,23 @@ and a fresh snapshot: the snapshot can make a start faster, never a skip wrong.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import hashlib
 import json
 import os
-import sys
+import struct
 import threading
 from collections.abc import Callable, Iterable
+from itertools import starmap
 from typing import Any
 
 from stet._identity import Identity, base
 from stet.backends._atomic import atomic_write
 from stet.backends._records import CellPlan, Row
 
-__all__ = ["Index", "Snapshot", "digests_of_words"]
+__all__ = ["Index", "Snapshot", "digests_of_bytes"]
 
-_MAGIC = b"STETIDX\x03"  # \x03: the digests carry their own hash
+_MAGIC = b"STETIDX\x04"  # \x04: digests in 16 big-endian bytes, with their own hash
 #: Records from which a full read is worth saving as a snapshot.
 SNAPSHOT_MIN = 20_000
 _HASH_IN_THREAD = 8 << 20  # bytes of store from which the hash runs beside the conversion
@@ -122,9 +122,13 @@ class Index:
         }
 
 
-def digests_of_words(words: list[int]) -> dict[int, None]:
-    """Index keys of 128-bit digests given as 64-bit words, low word first."""
-    return dict.fromkeys([lo | hi << 64 for lo, hi in zip(words[0::2], words[1::2], strict=True)])
+def digests_of_bytes(data: bytes | memoryview) -> dict[int, None]:
+    """Index keys of 128-bit digests given as 16 big-endian bytes each.
+
+    All in C: the pieces cut by ``struct``, each turned into an int by ``from_bytes``
+    (twice as fast as joining two 64-bit words per digest in Python).
+    """
+    return dict.fromkeys(list(starmap(int.from_bytes, struct.iter_unpack("16s", data))))
 
 
 def _sha256_meanwhile(data: memoryview) -> Callable[[], str]:
@@ -174,15 +178,13 @@ class Snapshot:
             covered = int(header["covered"])
             count = int(header["count"])
             body = raw[12 + size :]
-            if header.get("order") != sys.byteorder:
-                return None
             if len(body) != 16 * count or covered > len(data) or covered < 0:
                 return None
             if hashlib.sha256(body).hexdigest() != header["digests_sha256"]:
                 return None  # damaged digests: one lost could run a run again
             store_hash = _sha256_meanwhile(memoryview(data)[:covered])
             index = Index()
-            index.digests = digests_of_words(memoryview(body).cast("Q").tolist())
+            index.digests = digests_of_bytes(body)
             if store_hash() != header["sha256"]:
                 return None  # the store changed under the snapshot: read it all
             index.plain = bool(header["plain"])
@@ -196,12 +198,7 @@ class Snapshot:
 
     def save(self, index: Index, data: bytes, covered: int, state: dict[str, Any]) -> None:
         """Save ``index`` as the index of ``data[:covered]``; never fails the caller."""
-        mask = (1 << 64) - 1
-        halves = array.array("Q")
-        for d in index.digests:
-            halves.append(d & mask)
-            halves.append(d >> 64)
-        body = halves.tobytes()
+        body = b"".join([digest.to_bytes(16) for digest in index.digests])
         header = json.dumps(
             {
                 "covered": covered,
@@ -209,7 +206,6 @@ class Snapshot:
                 "sha256": hashlib.sha256(memoryview(data)[:covered]).hexdigest(),
                 "digests_sha256": hashlib.sha256(body).hexdigest(),
                 "state": state,
-                "order": sys.byteorder,  # the digests are saved in native byte order
                 **index.kinds(),
             }
         ).encode()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 
-from stet.backends._index import digests_of_words
+from stet.backends._index import digests_of_bytes
 
 __all__ = ["KEY", "check_columns", "keys_to_index", "quote"]
 
@@ -41,8 +40,6 @@ def keys_to_index(text: str) -> dict[int, None]:
     a million ``int(key, 16)`` calls.
     """
     data = bytes.fromhex(text)
-    if sys.byteorder != "little" or len(data) % 16:
+    if len(data) % 16:
         return dict.fromkeys(int(text[i : i + 32], 16) for i in range(0, len(text), 32))
-    # Reversed, each big-endian 16-byte key reads as two little-endian 64-bit words,
-    # low word first (the keys come out in reverse order, which a set ignores).
-    return digests_of_words(memoryview(data[::-1]).cast("Q").tolist())
+    return digests_of_bytes(data)
