@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import stet
 from _helpers import PYTHON, child_env
 from stet.backends import get_backend
 
@@ -104,3 +105,31 @@ def test_a_journal_left_by_a_killed_process_is_read_and_later_folded(tmp_path: P
     _record(store, 4, 1)  # the next process that records folds them in, once each
     assert not Path(f"{store}.journal").exists()
     assert _pandas_rows(store) == [0, 1, 2, 3, 4]
+
+
+def test_a_journal_another_process_starts_after_a_fold_is_seen_by_the_skip_path(
+    tmp_path: Path,
+) -> None:
+    """Once folded a store has no journal, and the skip path only asks whether one
+    appeared (without a stat that fails): a run another process journals must skip."""
+    store = tmp_path / "runs.parquet"
+    _record(store, 0, 2)  # folded at exit: no journal
+    calls: list[int] = []
+
+    @stet.once(store=store, quiet=True)
+    def f(i: int) -> None:
+        calls.append(i)
+
+    f(0)
+    assert not Path(f"{store}.journal").exists()
+    leave_journal = RECORD.replace("if sys.argv", "import os; os._exit(0)\nif sys.argv")
+    subprocess.run(
+        [PYTHON, "-c", leave_journal, str(store), "7", "1"],
+        env=child_env(),
+        check=True,
+        timeout=120,
+    )
+    assert Path(f"{store}.journal").exists()  # the other process never folded it
+    f(7)
+    f(8)
+    assert calls == [8]

@@ -95,10 +95,15 @@ class ParquetBackend(FileBackend):
 
     def contains(self, ident: Lookup) -> bool:
         # The skip path: _sync spelled out. Two files to look at, the journal and the
-        # Parquet file (which another tool may have replaced).
+        # Parquet file (which another tool may have replaced). Once folded there is no
+        # journal: access() tells it is still missing without the cost of an exception.
         if self._forks != _forks[0]:
             self._ensure_process()
-        if file_sig(self.log_file) != self._sig or file_sig(self.file) != self._base_sig:
+        if self._sig is None:
+            moved = os.access(self.log_file, os.F_OK)
+        else:
+            moved = file_sig(self.log_file) != self._sig
+        if moved or file_sig(self.file) != self._base_sig:
             self._locked(self._refresh)
         return self._index.has(ident)
 
