@@ -307,6 +307,10 @@ def test_pending_of_dicts_naming_different_parameters_agrees_with_has(
         expected = [p for p in points if not f.has(**p)]
         assert 1 <= len(points) - len(expected) <= 3
         assert [repr(p) for p in f.pending(points)] == [repr(p) for p in expected]
+    tuples = [(i, i % 3) for i in range(size)] + [(i, i % 3, 20, False) for i in range(size)]
+    expected = [p for p in tuples if not f.has(*p)]
+    assert len(expected) == len(tuples) - 3
+    assert list(f.pending(tuples)) == expected
 
     @stet.once(store=store, quiet=True, key=["a"])
     def g(a: int, seed: int = 0) -> None:

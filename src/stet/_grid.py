@@ -15,9 +15,10 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from itertools import compress, product, repeat, starmap
-from operator import is_, itemgetter, not_, xor
+from operator import not_, xor
 from typing import TYPE_CHECKING, Any
 
+from stet._gridpoints import bound_columns, column_digests, tuples_are_keys
 from stet._identity import base, piece, pieces
 
 if TYPE_CHECKING:
@@ -78,12 +79,7 @@ class Pending:
         self._grid = grid
         self._busy = busy
         self._points: Sequence[Any] | None = None
-        # A tuple with a value for each parameter binds to itself when the parameters
-        # are the key, in order, and all can be given by position.
-        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        self._tuples_are_keys = all(p.kind in positional for p in binder.params) and (
-            tuple(p.name for p in binder.params) == binder.key
-        )
+        self._tuples_are_keys = tuples_are_keys(binder)
 
     def _compute(self) -> Sequence[Any]:
         if self._points is None:
@@ -127,119 +123,22 @@ class Pending:
             if index is None:
                 # The store's whole index once the grid is big enough for it to pay.
                 index = backend.index(max(size, seen))
-            values = self._bound(batch)
+            columns = bound_columns(binder, batch, self._tuples_are_keys)
             left: list[bool]  # per point: still pending
             if index is None:
-                idents = [binder.identity_of(v) for v in values]
+                idents = [binder.identity_of(v) for v in zip(*columns, strict=True)]
                 digests = [ident.digest for ident in idents]
                 left = list(map(not_, backend.completed(idents)))
             else:
-                digests = self._digests(values, memos)
+                digests = column_digests(binder, columns, len(batch), memos)
                 left = list(map(not_, map(index.digests.__contains__, digests)))
                 if index.plain or index.text or index.text_func:  # (most stores: neither)
-                    texts_at = partial(self._texts_at, values, text_memos)
+                    texts_at = partial(_texts_at, binder, columns, text_memos)
                     _drop_older_kinds(index, binder.name, digests, left, texts_at)
             if busy:
                 _drop(left, digests, busy.__contains__)
             out += compress(batch, left)
         return out
-
-    def _bound(self, batch: list[Any]) -> list[tuple[Any, ...]]:
-        """The key values of each point, the whole batch at once when it can be."""
-        binder = self._binder
-        kinds = set(map(type, batch))
-        try:
-            if kinds == {tuple}:
-                if self._tuples_are_keys and set(map(len, batch)) == {len(binder.key)}:
-                    return batch  # each point already is its key values, in key order
-                return list(starmap(binder._bind, batch))
-            if kinds == {dict}:
-                return self._bound_dicts(batch)
-        except TypeError:
-            pass  # some point does not fit: the one-by-one path below says which
-        out: list[tuple[Any, ...]] = []
-        for point in batch:
-            if isinstance(point, Mapping):
-                out.append(binder.values((), dict(point)))
-            elif isinstance(point, tuple):
-                out.append(binder.values(point, {}))
-            else:
-                out.append(binder.values((point,), {}))
-        return out
-
-    def _bound_dicts(self, batch: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        """The key values of dict points; column by column when all name the same keys.
-
-        Dicts of one length that all hold the first dict's names hold exactly those
-        names, so binding the first dict binds them all: the key values are their
-        values for those names and, for the other key parameters, the same defaults.
-        """
-        bind = self._binder._bind
-        names = tuple(batch[0])
-        if not names or set(map(len, batch)) != {len(names)}:
-            return [bind(**point) for point in batch]
-        try:
-            rows = list(map(itemgetter(*names), batch))
-        except KeyError:  # some dict names other parameters
-            return [bind(**point) for point in batch]
-        first: tuple[Any, ...] = bind(**batch[0])  # a TypeError for one is one for all
-        if len(names) == 1:
-            rows = [(value,) for value in rows]
-        key = self._binder.key
-        if names == key:
-            return rows
-        at = {name: j for j, name in enumerate(names)}
-        if not any(name in at for name in key):
-            return [first] * len(batch)
-        columns = [
-            map(itemgetter(at[name]), rows) if name in at else repeat(first[i])
-            for i, name in enumerate(key)
-        ]
-        return list(zip(*columns, strict=False))  # the defaults repeat without end
-
-    def _texts_at(
-        self, values: list[tuple[Any, ...]], memos: dict[str, dict[Any, int]], at: list[int]
-    ) -> list[int]:
-        """The text-only digests of the points at indices ``at``."""
-        return self._digests([values[i] for i in at], memos, by_text=True)
-
-    def _digests(
-        self,
-        values: list[tuple[Any, ...]],
-        memos: dict[str, dict[Any, int]],
-        by_text: bool = False,
-    ) -> list[int]:
-        """Each point's digest, built column by column (a column's values repeat).
-
-        A column of exact ints and strs is looked up by value (equal values of those
-        types have equal texts, and an int never equals a str); any other by its
-        ``(tag, text)``. ``by_text``: the digests of records matched by text alone.
-        """
-        binder = self._binder
-        start = base(None, True) if by_text else binder._base
-        if not values:
-            return []
-        digests: list[int] | None = None
-        for at, name in enumerate(binder.key):
-            # Not zip(*values): it makes an iterator per point, and a million tracked
-            # objects set off the garbage collector's full passes over the whole grid.
-            column = list(map(itemgetter(at), values))
-            by_value = set(map(type, column)) <= {int, str}
-            keys: Sequence[Any] = column if by_value else binder.pairs(name, column)
-            memo = memos[name]
-            found: list[Any] = list(map(memo.get, keys))  # None: not in the memo yet
-            if None in found:
-                new = list(dict.fromkeys(compress(keys, map(is_, found, repeat(None)))))
-                texts = binder.pairs(name, new) if by_value else new
-                if by_text:
-                    texts = [("", text) for _, text in texts]
-                made = pieces(name, texts)
-                if digests is None:  # the first column's memo holds start ^ piece
-                    made = [start ^ p for p in made]
-                memo.update(zip(new, made, strict=True))
-                found = list(map(memo.__getitem__, keys))
-            digests = found if digests is None else list(map(xor, digests, found))
-        return [start] * len(values) if digests is None else digests
 
     # -- dict-of-lists grids ---------------------------------------------------------
 
@@ -320,6 +219,14 @@ class Pending:
                 texts = [("", text) for _, text in binder.pairs(name, values)]
                 by_axis.append(pieces(name, texts))
         return _combine(fixed, by_axis)
+
+
+def _texts_at(
+    binder: Binder, columns: list[list[Any]], memos: dict[str, dict[Any, int]], at: list[int]
+) -> list[int]:
+    """The text-only digests of the points at indices ``at``."""
+    picked = [[column[i] for i in at] for column in columns]
+    return column_digests(binder, picked, len(at), memos, by_text=True)
 
 
 def _combine(fixed: int, pieces: list[list[int]]) -> list[int]:

@@ -186,7 +186,7 @@ class SqliteBackend(BaseBackend):
             cursor.execute(_LOOKUP_ONE, (ident.digest.to_bytes(16).hex(),))
             if cursor.fetchone() is not None:
                 return True
-            keys = self._keys(ident, local.conn)[1:]  # (the first just missed)
+            keys = self._keys(ident, cursor.connection)[1:]  # (the first just missed)
             cursor.execute(LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None
         except sqlite3.Error as exc:
