@@ -6,6 +6,7 @@ import csv
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -194,16 +195,21 @@ def test_backend_pickles_as_configuration(store: Path) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    values=st.dictionaries(st.text(min_size=1), st.text(), min_size=1, max_size=4),
+    values=st.dictionaries(
+        st.text(min_size=1).filter(lambda name: not name.startswith("_stet_")),
+        st.text(),
+        min_size=1,
+        max_size=4,
+    ),
     func=st.none() | st.text(),
-    meta=st.none() | st.text(),
+    meta=st.none() | st.text() | st.integers() | st.floats(allow_nan=False),  # typed in
 )
 def test_json_record_text_is_what_json_dumps_writes(
-    values: dict[str, str], func: str | None, meta: str | None
+    values: dict[str, str], func: str | None, meta: str | float | None
 ) -> None:
-    extra = {} if meta is None else {"_stet_meta": meta}
+    extra: dict[str, Any] = {} if meta is None else {"_stet_meta": meta}
     row = Row(values, "types", "2026-11-30T00:00:00Z", func, extra)
-    expected = dict(values)
+    expected: dict[str, Any] = dict(values)
     if func:
         expected["_stet_func"] = func
     expected |= {"_stet_types": "types", "_stet_timestamp": "2026-11-30T00:00:00Z"}
@@ -211,3 +217,25 @@ def test_json_record_text_is_what_json_dumps_writes(
         expected["_stet_meta"] = meta
     assert object_text(row) == json.dumps(expected, ensure_ascii=False)
     assert json.loads(object_text(row)) == expected
+
+
+def test_a_number_typed_into_a_json_store_survives_a_rewrite(tmp_path: Path) -> None:
+    """Regression: the record writer took every cell for a str, so a store whose file
+    holds a number someone typed in could no longer be rewritten (by a reset of one
+    run); the file was left as it was, but the reset failed."""
+    store = tmp_path / "runs.json"
+
+    @stet.once(store=store, quiet=True)
+    def f(a: int) -> None:
+        pass
+
+    f(1)
+    f(2)
+    records = json.loads(store.read_text())
+    records[0]["_stet_duration"] = 1.5
+    store.write_text(json.dumps(records))
+    assert stet.reset(store, {"a": 2}, yes=True) == 1
+    (kept,) = json.loads(store.read_text())
+    assert kept["a"] == "1" and kept["_stet_duration"] == 1.5
+    f(2)
+    assert [r["a"] for r in json.loads(store.read_text())] == ["1", "2"]

@@ -18,7 +18,7 @@ from itertools import compress, product, repeat, starmap
 from operator import not_, xor
 from typing import TYPE_CHECKING, Any
 
-from stet._gridpoints import bound_columns, column_digests, tuples_are_keys
+from stet._gridpoints import bound_columns, column_digests, dicts_by_name, tuples_are_keys
 from stet._identity import base, piece, pieces
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class Pending:
         self._busy = busy
         self._points: Sequence[Any] | None = None
         self._tuples_are_keys = tuples_are_keys(binder)
+        self._by_name = dicts_by_name(binder)
 
     def _compute(self) -> Sequence[Any]:
         if self._points is None:
@@ -123,10 +124,11 @@ class Pending:
             if index is None:
                 # The store's whole index once the grid is big enough for it to pay.
                 index = backend.index(max(size, seen))
-            columns = bound_columns(binder, batch, self._tuples_are_keys)
+            columns = bound_columns(binder, batch, self._tuples_are_keys, self._by_name)
             left: list[bool]  # per point: still pending
             if index is None:
-                idents = [binder.identity_of(v) for v in zip(*columns, strict=True)]
+                rows = zip(*columns, strict=True) if columns else [()] * len(batch)
+                idents = [binder.identity_of(v) for v in rows]
                 digests = [ident.digest for ident in idents]
                 left = list(map(not_, backend.completed(idents)))
             else:

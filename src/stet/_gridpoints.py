@@ -20,9 +20,21 @@ from stet._identity import base, pieces
 if TYPE_CHECKING:
     from stet._binding import Binder
 
-__all__ = ["bound_columns", "column_digests", "tuples_are_keys"]
+__all__ = ["bound_columns", "column_digests", "dicts_by_name", "tuples_are_keys"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def dicts_by_name(binder: Binder) -> bool:
+    """Whether a dict point's value for a key parameter's name is always that value.
+
+    So it is when every key parameter can be given by keyword and none is ``*args`` or
+    ``**kwargs`` (a name may then land in ``**kwargs``, or a positional-only parameter
+    keep its default while ``**kwargs`` takes its name).
+    """
+    key = set(binder.key)
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return all(p.kind in keyword for p in binder.params if p.name in key)
 
 
 def tuples_are_keys(binder: Binder) -> bool:
@@ -36,10 +48,13 @@ def tuples_are_keys(binder: Binder) -> bool:
     )
 
 
-def bound_columns(binder: Binder, batch: list[Any], keys_as_tuples: bool) -> list[list[Any]]:
+def bound_columns(
+    binder: Binder, batch: list[Any], keys_as_tuples: bool, by_name: bool
+) -> list[list[Any]]:
     """The key values of the points, a column per key parameter; at once if it can be.
 
-    ``keys_as_tuples``: `tuples_are_keys` of ``binder``.
+    ``keys_as_tuples`` and ``by_name``: `tuples_are_keys` and `dicts_by_name` of
+    ``binder``.
     """
     width = len(binder.key)
     kinds = set(map(type, batch))
@@ -49,7 +64,9 @@ def bound_columns(binder: Binder, batch: list[Any], keys_as_tuples: bool) -> lis
                 return _columns(batch, width)  # each point already is its key values
             return _columns(list(starmap(binder._bind, batch)), width)
         if kinds == {dict}:
-            return _dict_columns(binder, batch)
+            if by_name:
+                return _dict_columns(binder, batch)
+            return _columns([binder._bind(**point) for point in batch], width)
     except TypeError:
         pass  # some point does not fit: the one-by-one path below says which
     rows: list[tuple[Any, ...]] = []
@@ -69,6 +86,7 @@ def _dict_columns(binder: Binder, batch: list[dict[str, Any]]) -> list[list[Any]
     Dicts of one length that all hold the first dict's names hold exactly those
     names, so binding the first dict binds them all: the key values are their
     values for those names and, for the other key parameters, the same defaults.
+    Only for a binder whose key parameters `dicts_by_name` allows.
     """
     bind = binder._bind
     key = binder.key

@@ -124,15 +124,24 @@ _HEADS = {column: f"{_quote(column)}: " for column in OWN}
 def object_text(row: Row) -> str:
     """One record as a JSON object on one line (key texts, then stet's columns).
 
-    The text ``json.dumps`` gives, made directly: every value is a str, and a new
-    encoder per record was a tenth of the record path.
+    The text ``json.dumps`` gives, made directly for str cells (a new encoder per
+    record was a tenth of the record path); a number typed into the file stays one.
     """
-    parts = [f"{_quote(name)}: {_quote(text)}" for name, text in row.values.items()]
+    quote = _quote
+    parts = [
+        f"{quote(name)}: {quote(text) if text.__class__ is str else _dumps(text)}"
+        for name, text in row.values.items()
+    ]
     for column in OWN:
         value = row.cell(column)
         if value is not None and (value or column in (TYPES, TIMESTAMP)):
-            parts.append(_HEADS[column] + _quote(value))
+            text = quote(value) if value.__class__ is str else _dumps(value)
+            parts.append(_HEADS[column] + text)
     return "{" + ", ".join(parts) + "}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 class JsonBackend(FileBackend):
