@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["can_write", "check_writable", "explain", "open_database"]
 
+#: Page cache of each connection, in KiB.
+_CACHE_KIB = 64 * 1024
 #: Pages the write-ahead log may hold before a commit copies them into the database.
 _CHECKPOINT_PAGES = 8000
 
@@ -53,12 +55,20 @@ def explain(store: SqliteBackend, exc: sqlite3.Error) -> StoreError:
 
 
 def connect(store: SqliteBackend, uri: str) -> sqlite3.Connection:
-    # No memory map (PRAGMA mmap_size), though a skip in a store of a million records
-    # would be 0.5 us faster: an I/O error, or a file cut short by another program,
-    # would then kill the process with SIGBUS instead of raising an error naming it.
-    return sqlite3.connect(
+    conn = sqlite3.connect(
         uri, uri=True, timeout=lock_timeout(), isolation_level=None, check_same_thread=False
     )
+    try:
+        # A page cache of up to 64 MB (SQLite's default is 2 MB) holds the key index of
+        # a million records: skips across such a store stop reading pages from the OS,
+        # 7.6 -> 6.8 us each. Not a memory map (PRAGMA mmap_size), as fast: an I/O
+        # error, or a file cut short by another program, would kill the process with
+        # SIGBUS instead of raising an error naming the store.
+        conn.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def open_database(store: SqliteBackend) -> sqlite3.Connection:
