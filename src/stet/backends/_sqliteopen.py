@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["can_write", "check_writable", "explain", "open_database"]
 
+#: Times a connection is opened again after its schema turned out stale.
+_STALE_RETRIES = 5
 #: Page cache of each connection, in KiB.
 _CACHE_KIB = 64 * 1024
 #: Pages the write-ahead log may hold before a commit copies them into the database.
@@ -72,6 +74,26 @@ def connect(store: SqliteBackend, uri: str) -> sqlite3.Connection:
 
 
 def open_database(store: SqliteBackend) -> sqlite3.Connection:
+    """A connection to the store's database, its table looked at (and upgraded).
+
+    While other processes create the database and its table, a new connection may
+    find the table in ``sqlite_master`` and yet be told "no such table" by its next
+    statement (its cached schema is from before; seen in about one of a hundred
+    rounds of four processes opening a new store at once). That is retried.
+    """
+    for attempt in range(_STALE_RETRIES):
+        try:
+            return _open(store)
+        except _StaleSchema:
+            time.sleep(0.005 * (attempt + 1))
+    return _open(store, last=True)
+
+
+class _StaleSchema(Exception):
+    """The table was seen, then reported missing: look again."""
+
+
+def _open(store: SqliteBackend, last: bool = False) -> sqlite3.Connection:
     if os.path.isdir(store.file):
         raise store.bad("it is a directory")
     target = real_path(store.file)
@@ -104,6 +126,8 @@ def open_database(store: SqliteBackend) -> sqlite3.Connection:
         if conn is not None:
             conn.close()  # else Windows keeps the rejected file locked
         text = str(exc)
+        if "no such table" in text and store._columns and not last:
+            raise _StaleSchema from None
         if writable and os.path.exists(target) and ("disk I/O" in text or "full" in text):
             # A full disk: SQLite cannot even create its -shm file. Read what is there;
             # check_writable refuses records, before the body runs.
