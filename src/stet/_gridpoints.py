@@ -64,8 +64,8 @@ def bound_columns(
                 return _columns(batch, width)  # each point already is its key values
             return _columns(list(starmap(binder._bind, batch)), width)
         if kinds == {dict}:
-            if by_name:
-                return _dict_columns(binder, batch)
+            if by_name and (columns := _dict_columns(binder, batch)) is not None:
+                return columns
             return _columns([binder._bind(**point) for point in batch], width)
     except TypeError:
         pass  # some point does not fit: the one-by-one path below says which
@@ -80,25 +80,26 @@ def bound_columns(
     return _columns(rows, width)
 
 
-def _dict_columns(binder: Binder, batch: list[dict[str, Any]]) -> list[list[Any]]:
-    """The key columns of dict points; read directly when all name the same keys.
+def _dict_columns(binder: Binder, batch: list[dict[str, Any]]) -> list[list[Any]] | None:
+    """The key columns of dict points that all name the same keys; else None.
 
     Dicts of one length that all hold the first dict's names hold exactly those
     names, so binding the first dict binds them all: the key values are their
     values for those names and, for the other key parameters, the same defaults.
     Only for a binder whose key parameters `dicts_by_name` allows.
     """
-    bind = binder._bind
-    key = binder.key
     names = tuple(batch[0])
+    if not names or set(map(len, batch)) != {len(names)}:
+        return None
     try:
-        if not names or set(map(len, batch)) != {len(names)}:
-            raise KeyError(names)
         given = {name: list(map(itemgetter(name), batch)) for name in names}
-    except KeyError:  # dicts naming different parameters: one by one
-        return _columns([bind(**point) for point in batch], len(key))
-    first: tuple[Any, ...] = bind(**batch[0])  # a TypeError for one is one for all
-    return [given[name] if name in given else [first[i]] * len(batch) for i, name in enumerate(key)]
+    except KeyError:  # some dict names other parameters
+        return None
+    first: tuple[Any, ...] = binder._bind(**batch[0])  # a TypeError for one is one for all
+    return [
+        given[name] if name in given else [first[i]] * len(batch)
+        for i, name in enumerate(binder.key)
+    ]
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
