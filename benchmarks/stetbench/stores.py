@@ -115,14 +115,25 @@ def check_filled(store: str, rows: Rows) -> None:
 
 
 def _fill_internal(store: str, rows: Rows, func: Callable[..., Any]) -> None:  # INTERNALS
-    """One ``backend.add_many`` of the runs ``func`` would record, under its name."""
+    """One ``backend.add_many`` of the runs ``func`` would record, under its name.
+
+    A file store's records get the columns a sweep's records have (duration, host),
+    so that its file is as large as a real one and a fold finds the columns it knows.
+    """
+    import socket
+
     from stet._identity import identity_of
     from stet.backends import get_backend
 
     name = func.__qualname__
     idents = [identity_of(rows.key(i), func=name) for i in range(rows.n)]
     backend: Any = get_backend(store)
-    backend.add_many(idents)
+    if hasattr(backend, "_add_locked"):
+        extra = {"_stet_duration": "0.000004", "_stet_host": socket.gethostname()}
+        backend._prepare_write()
+        backend._locked(lambda: backend._add_locked(idents, extra))
+    else:
+        backend.add_many(idents)
     fold = getattr(backend, "fold", None)
     if fold is not None:
         fold()  # Parquet: the journal into the file, as at the end of a sweep

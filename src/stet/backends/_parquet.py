@@ -38,8 +38,11 @@ from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
 from stet.backends._locking import _forks
+from stet.backends._parquetfooter import FooterError, row_groups_end
 from stet.backends._parquettable import (
+    appended,
     encode_table,
+    file_layout,
     merge_tables,
     pyarrow,
     read_table,
@@ -55,6 +58,7 @@ __all__ = ["ParquetBackend"]
 
 _FOLD_MIN = 1000  # journal records before a fold is worth it
 _IDLE = 1.0  # seconds without a record after which a process folds its journal
+_MAX_GROUPS = 64  # row groups a fold may append to; past them it rewrites the file as one
 
 
 class ParquetBackend(FileBackend):
@@ -85,6 +89,7 @@ class ParquetBackend(FileBackend):
         self._base_sig: tuple[int, int, int] | None = None
         self._base_count = 0
         self._journal_count = 0
+        self._snapshot_kept = False  # the snapshot on disk holds no journal bytes
 
     # -- reading ------------------------------------------------------------------
 
@@ -132,15 +137,26 @@ class ParquetBackend(FileBackend):
         base_data = self._read_file(self.file)
         journal = self._read_file(self.log_file)
         self._forget()
-        base_hash = hashlib.sha256(base_data).hexdigest()
         saved = self.snapshot.load(journal)
-        if saved is not None and saved[2].get("base") == base_hash:
+        first = self._snapshot_fits(saved, base_data)
+        fitted = None  # the state of the snapshot read, once it proved to fit
+        if saved is not None and first is not None:
             index, covered, state = saved
-            parsed = self._parse(journal[covered:], covered, state)
+            fitted = state
             self._index = index
+            self._snapshot_count = len(index)
+            self._base_count = int(state["base_count"])
+            folded = 0
+            if base_data:
+                table, folded = read_table(base_data, journal, self.bad, first)
+                self._base_count += index.add_records(table_records(table, self.bad))
+            start = max(covered, folded)
+            parsed = self._parse(journal[start:], start, state if start == covered else {})
             tail = index.add_records(parsed.records)
-            self._base_count = int(state.get("base_count", 0))
-            self._journal_count = int(state.get("journal_count", 0)) + tail
+            self._journal_count = tail
+            if start == covered:
+                self._journal_count += int(state.get("journal_count", 0))
+            self._snapshot_kept = covered == 0
         else:
             folded = 0
             if base_data:
@@ -148,7 +164,6 @@ class ParquetBackend(FileBackend):
                 self._base_count = self._index.add_records(table_records(table, self.bad))
             parsed = self._parse(journal[folded:], folded, {})
             self._journal_count = self._index.add_records(parsed.records)
-        parsed.state.update(base=base_hash, base_count=self._base_count)
         self._count = len(self._index)
         self._base_sig = file_sig(self.file)
         guard = journal[max(parsed.end - 32, 0) : parsed.end]
@@ -156,9 +171,41 @@ class ParquetBackend(FileBackend):
             self._remember(parsed, sig, guard)
         else:
             self._state = parsed.state
-        if self._count >= SNAPSHOT_MIN and saved is None:
+        self._state.update(_base_state(base_data, self._base_count, fitted))
+        unsaved = self._count - self._snapshot_count
+        if self._count >= SNAPSHOT_MIN and unsaved > self._snapshot_count // 16:
             self._state["journal_count"] = self._journal_count
             self.snapshot.save(self._index, journal, parsed.end, self._state)
+            self._snapshot_count = self._count
+            self._snapshot_kept = parsed.end == 0
+
+    def _snapshot_fits(
+        self, saved: tuple[Any, int, dict[str, Any]] | None, base_data: bytes
+    ) -> int | None:
+        """The first row group of the Parquet file that the snapshot ``saved`` lacks.
+
+        A snapshot holds the records of the file's first row groups and of the
+        journal's first bytes. It fits while the file still starts with the bytes of
+        those row groups, unchanged (a fold only adds row groups after them), and they
+        hold as many rows as it says. None: it does not fit, read the whole store.
+        """
+        if saved is None:
+            return None
+        _, covered, state = saved
+        try:
+            size, groups, rows = (int(state[k]) for k in ("base_len", "base_groups", "base_count"))
+        except (KeyError, ValueError, TypeError):
+            return None  # a snapshot from an older stet
+        counts = file_layout(base_data, b"", self.bad)[0] if base_data else []
+        if (
+            size > len(base_data)
+            or hashlib.sha256(memoryview(base_data)[:size]).hexdigest() != state.get("base")
+            or groups > len(counts)
+            or sum(counts[:groups]) != rows
+            or (groups < len(counts) and covered)  # folded since: its journal is gone
+        ):
+            return None
+        return groups
 
     def _read_file(self, path: str) -> bytes:
         try:
@@ -261,44 +308,62 @@ class ParquetBackend(FileBackend):
 
     def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
-        written = self._write_file(encode_table(table_of(rows), None), what)
+        data = encode_table(table_of(rows), None)
+        self._write_file(data, what)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_file)
         self._forget()
         self._index.add_rows(rows)
         self._base_count = self._count = len(rows)
         self._base_sig = file_sig(self.file)
-        self._state = {"line": 1, "base": written, "base_count": self._base_count}
-        self._save_folded()
+        self._save_folded(data, appended=False)
 
-    def _save_folded(self) -> None:
-        """Snapshot the index of the Parquet file just written (the journal is empty)."""
-        if self._count >= SNAPSHOT_MIN:
+    def _save_folded(self, data: bytes, appended: bool) -> None:
+        """Snapshot the index of the Parquet file ``data`` just written (no journal).
+
+        After rows were only appended as a row group, the snapshot on disk still fits
+        (see `_snapshot_fits`) and the next process reads just the new row groups; it is
+        saved again once those hold a sixteenth of the store.
+        """
+        self._state = {"line": 1, **_base_state(data, self._base_count, None)}
+        if self._count < SNAPSHOT_MIN:
+            self.snapshot.remove()
+        elif not (
+            appended
+            and self._snapshot_kept
+            and self._count - self._snapshot_count <= self._snapshot_count // 16
+        ):
             self.snapshot.save(self._index, b"", 0, {**self._state, "journal_count": 0})
             self._snapshot_count = self._count
-        else:
-            self.snapshot.remove()
+            self._snapshot_kept = True
 
     def _fold(self) -> None:
-        """Move the journal's records into the Parquet file. Caller holds the lock."""
+        """Move the journal's records into the Parquet file. Caller holds the lock.
+
+        A few records (under an eighth of the file, which has few row groups) join the
+        file as a row group of their own: its bytes are copied, not decoded and written
+        again. More, or a file stet cannot add to, and the whole file is rewritten as one.
+        """
         if self._torn:
             repair_torn(self)
         base_data = self._read_file(self.file)
         journal = self._read_file(self.log_file)
-        folded = 0
-        tables = []
-        if base_data:
-            table, folded = read_table(base_data, journal, self.bad)
-            tables.append(table)
+        counts, folded = file_layout(base_data, journal, self.bad) if base_data else ([], 0)
         parsed = self._parse(journal[folded:], folded, {})
         new = list(rows_of(parsed.header, parsed.records))
-        if new:
-            tables.append(table_of(new))
-        if not tables:
-            return
-        whole = merge_tables(tables)
         folded_now = (len(journal), hashlib.sha256(journal).hexdigest())
-        written = self._write_file(encode_table(whole, folded_now))
+        data = None
+        if new and len(counts) < _MAX_GROUPS and len(new) * 8 < sum(counts):
+            data = appended(base_data, new, folded_now)
+        added = data is not None
+        if data is None:
+            tables = [read_table(base_data, journal, self.bad)[0]] if base_data else []
+            if new:
+                tables.append(table_of(new))
+            if not tables:
+                return
+            data = encode_table(merge_tables(tables), folded_now)
+        self._write_file(data)
         # The Parquet file now holds the journal (its metadata says so): emptying the
         # journal may fail or be cut by a crash without losing or doubling a run.
         with contextlib.suppress(FileNotFoundError):
@@ -309,8 +374,7 @@ class ParquetBackend(FileBackend):
         self._sig = None
         self._end = 0
         self._guard = b""
-        self._state = {"line": 1, "base": written, "base_count": self._base_count}
-        self._save_folded()
+        self._save_folded(data, appended=added)
 
     def _fold_at_exit(self) -> None:
         with contextlib.suppress(Exception):
@@ -344,3 +408,20 @@ class ParquetBackend(FileBackend):
         for row in self.rows():
             seen.update(dict.fromkeys(row.values))
         return list(seen)
+
+
+def _base_state(data: bytes, count: int, known: dict[str, Any] | None) -> dict[str, Any]:
+    """What a snapshot notes of the Parquet file ``data``, whose rows number ``count``.
+
+    The SHA-256 of its bytes up to the footer: a fold that appends a row group keeps
+    them. ``known``, a loaded snapshot's state, saves hashing them again.
+    """
+    try:
+        end, groups = row_groups_end(data) if data else (0, 0)
+    except FooterError:
+        return {"base_count": count}  # no snapshot of it will fit: a full read
+    if known and known.get("base_len") == end and known.get("base_groups") == groups:
+        digest = known["base"]
+    else:
+        digest = hashlib.sha256(memoryview(data)[:end]).hexdigest()
+    return {"base": digest, "base_len": end, "base_groups": groups, "base_count": count}

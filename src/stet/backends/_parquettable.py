@@ -16,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from stet._errors import StoreError
+from stet.backends._parquetfooter import FooterError, append_row_groups
 from stet.backends._records import (
     FUNC,
     HOST,
@@ -29,7 +30,9 @@ from stet.backends._records import (
 )
 
 __all__ = [
+    "appended",
     "encode_table",
+    "file_layout",
     "merge_tables",
     "pyarrow",
     "read_table",
@@ -55,38 +58,106 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
     return pyarrow, pyarrow.parquet
 
 
-def read_table(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, int]:
-    """The Parquet file's table, and how many bytes of ``journal`` it already holds."""
+def read_table(
+    data: bytes, journal: bytes, bad: Callable[[str], StoreError], first_group: int = 0
+) -> tuple[Any, int]:
+    """The Parquet file's table, and how many bytes of ``journal`` it already holds.
+
+    Args:
+        data: the Parquet file's bytes.
+        journal: the journal's bytes.
+        bad: makes the error that names the store.
+        first_group: read the row groups from this one on (the earlier ones are known).
+    """
+    pa, _ = pyarrow()
+    parquet, names = _open(data, bad)
+    try:
+        groups = range(first_group, parquet.num_row_groups)
+        table = parquet.read_row_groups(groups, columns=names, use_threads=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise bad(f"not a readable Parquet file ({exc})") from None
+    # pandas writes large_string or null columns; stet's own writes use string.
+    return table.cast(pa.schema([(n, pa.string()) for n in names])), _folded(parquet, journal)
+
+
+def file_layout(
+    data: bytes, journal: bytes, bad: Callable[[str], StoreError]
+) -> tuple[list[int], int]:
+    """The rows of each row group of the Parquet file, and the journal bytes it holds."""
+    parquet, _ = _open(data, bad)
+    meta = parquet.metadata
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)], _folded(
+        parquet, journal
+    )
+
+
+def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
+    """The Parquet file and its columns (pandas' index left out), checked as stet's."""
     pa, pq = pyarrow()
     try:
         # ParquetFile, not read_table: read_table loads pyarrow.dataset, and with it
         # pandas. No threads: a pyarrow thread pool still running at interpreter
         # exit can abort the process ("terminate called").
-        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise bad(f"not a readable Parquet file ({exc})") from None
-    folded = 0
-    meta = table.schema.metadata or {}
+    return parquet, _stet_columns(schema, bad)
+
+
+def _folded(parquet: Any, journal: bytes) -> int:
+    """How many bytes of ``journal`` the file's metadata says it holds (0: none)."""
+    meta = parquet.schema_arrow.metadata or {}
     if FOLDED in meta:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             info = json.loads(meta[FOLDED])
             size = int(info["bytes"])
             if hashlib.sha256(journal[:size]).hexdigest() == info["sha256"]:
-                folded = size
-    names = [n for n in table.column_names if not n.startswith("__index_level_")]
-    table = table.select(names)
+                return size
+    return 0
+
+
+def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
+    """The columns of a Parquet file stet wrote (pandas' index left out), or raise."""
+    pa, _ = pyarrow()
+    names = [n for n in schema.names if not n.startswith("__index_level_")]
     if TIMESTAMP not in names:
         raise bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
     for name in names:
         if name.startswith("_stet_") and name not in OWN:
             raise bad(f"unknown column {name!r} (written by a newer stet?)")
-        kind = table.schema.field(name).type
+        kind = schema.field(name).type
         if not (
             pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
         ):
             raise bad(f"column {name!r} holds {kind}, but stet stores text")
-    # pandas writes large_string or null columns; stet's own writes use string.
-    return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
+    return names
+
+
+def appended(data: bytes, rows: list[Row], folded: tuple[int, str]) -> bytes | None:
+    """The Parquet file ``data`` with ``rows`` added as a row group of their own.
+
+    None when they cannot simply be added (a column the file lacks, a file another tool
+    wrote): the caller rewrites the whole file. The result is read back before it is
+    trusted: its row count, and the new rows as they were given.
+    """
+    pa, pq = pyarrow()
+    names = pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names
+    batch = table_of(rows)
+    if not set(batch.column_names) <= set(names):
+        return None
+    nulls = pa.nulls(len(rows), pa.string())
+    batch = pa.table({n: batch.column(n) if n in batch.column_names else nulls for n in names})
+    try:
+        whole = append_row_groups(data, encode_table(batch, folded))
+        check = pq.ParquetFile(pa.BufferReader(whole))
+        added = check.read_row_group(check.num_row_groups - 1, use_threads=False)
+    except (FooterError, pa.ArrowException, OSError):
+        return None
+    before = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+    if check.metadata.num_rows != before + len(rows) or not added.equals(batch):
+        return None
+    return whole
 
 
 def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Record]:
