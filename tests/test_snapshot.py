@@ -139,3 +139,21 @@ def test_runs_appended_after_the_snapshot_are_seen(big_store: tuple[Path, int]) 
     store, pad = big_store
     _fill(store, N, N + 5, pad)  # another process, later
     assert _ask(store, [0, N - 1, N, N + 4, N + 5], pad) == [True, True, True, True, False]
+
+
+@pytest.mark.parametrize("big_store", [(".csv", 0), (".json", 0)], indirect=True, ids=str)
+def test_a_process_that_adds_a_few_runs_leaves_the_snapshot_and_one_that_adds_many_saves_it(
+    big_store: tuple[Path, int],
+) -> None:
+    """Writing every digest again costs a short process on a big store more than its
+    runs; the next process parses the few lines after the snapshot instead."""
+    store, pad = big_store
+    snapshot = Path(f"{store}.stet-index")
+    before = snapshot.read_bytes()
+    _fill(store, N, N + 5, pad)
+    assert snapshot.read_bytes() == before
+    assert _ask(store, [N + 4, N + 5], pad) == [True, False]
+    assert snapshot.read_bytes() == before  # reading the five lines did not save it either
+    many = N // 16 + 10
+    _fill(store, N + 5, N + 5 + many, pad)
+    assert _snapshot_size(store) == N + 5 + many

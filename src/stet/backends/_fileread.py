@@ -133,13 +133,14 @@ class FileReader(FileFormat, BaseBackend):
         if saved is not None:
             index, covered, state = saved
             try:
+                saved_runs = len(index)
                 parsed = self._parse(data[covered:], covered, state)
                 tail = index.add_records(parsed.records)
             except Reread:
                 pass  # the bytes after the snapshot are not whole records: read it all
             else:
                 self._index, self._count = index, len(index)
-                self._snapshot_count = self._count
+                self._snapshot_count = saved_runs
                 self._remember(parsed, sig, data[max(parsed.end - GUARD, 0) : parsed.end])
                 if tail > max(SNAPSHOT_MIN, self._count // 4):
                     self._save_snapshot(data)
@@ -160,7 +161,8 @@ class FileReader(FileFormat, BaseBackend):
 
         Called when the store has doubled since the last snapshot (so the cost of reading
         and hashing it stays a constant share per record) and when a process that
-        recorded exits: the next process then starts from the snapshot.
+        recorded a sixteenth of the snapshot's runs or more exits: the next process then
+        starts from the snapshot.
         """
         if self._sig is not None and not self._torn and self._count >= SNAPSHOT_MIN:
             data = self._read(0)
@@ -172,8 +174,10 @@ class FileReader(FileFormat, BaseBackend):
             self._refresh()
             self._snapshot_now()
 
+        # Runs after the snapshot cost the next process a parse of their lines; only
+        # once they are a sixteenth of it is writing every digest again cheaper.
         with contextlib.suppress(Exception):
-            if self._count > self._snapshot_count:
+            if self._count - self._snapshot_count > self._snapshot_count // 16:
                 self._locked(save)
 
     def _remember(self, parsed: Parsed, sig: tuple[int, int, int], guard: bytes) -> None:
