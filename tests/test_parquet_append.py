@@ -29,6 +29,7 @@ from stet.backends._parquetfooter import (  # noqa: E402
     _footer,
     _Writer,
     append_row_groups,
+    row_groups_end,
 )
 
 RECORD = """
@@ -275,3 +276,10 @@ def test_a_file_another_tool_changed_without_changing_its_shape_is_read_in_full(
     backend = ParquetBackend(store)
     assert not backend.has({"i": 3})
     assert backend.has({"i": -3})
+
+
+def test_a_footer_of_structs_nested_without_end_is_refused() -> None:
+    nested = b"\x1c" * 100_000  # field 1, a struct, holding field 1, a struct, ...
+    data = b"PAR1" + nested + len(nested).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(FooterError):
+        row_groups_end(data)

@@ -185,6 +185,8 @@ def _footer(data: bytes) -> tuple[Struct, int]:
         footer = reader.struct()
     except IndexError:
         raise FooterError("the footer ends inside a struct") from None
+    except RecursionError:
+        raise FooterError("the footer nests structs without end") from None
     if reader.pos != size:
         raise FooterError("the footer is not one struct")
     if any(field not in _FILE_KNOWN for field, _, _ in footer):
@@ -231,7 +233,9 @@ def row_groups_end(data: bytes) -> tuple[int, int]:
     """Where the row groups of the Parquet file ``data`` end, and how many there are."""
     footer, start = _footer(data)
     groups = _get(footer, _FILE_ROW_GROUPS)
-    return start, 0 if groups is None else len(groups[1])
+    if not (isinstance(groups, list) and len(groups) == 2 and isinstance(groups[1], list)):
+        raise FooterError("a footer without a list of row groups")
+    return start, len(groups[1])
 
 
 def append_row_groups(data: bytes, batch: bytes) -> bytes:
