@@ -30,6 +30,7 @@ from stet.backends._sqliteopen import check_writable, explain, open_database
 from stet.backends._sqlitetable import (
     LEDGER,
     LOOKUP,
+    PLAIN_OR_KINDS,
     TABLE,
     check_case,
     ensure_table,
@@ -186,6 +187,12 @@ class SqliteBackend(BaseBackend):
             cursor.execute(_LOOKUP_ONE, (ident.digest.to_bytes(16).hex(),))
             if cursor.fetchone() is not None:
                 return True
+            # Most stores hold only typed records with a function name: one more probe,
+            # which also tells whether the kinds table exists (else none can match).
+            cursor.execute(PLAIN_OR_KINDS, (ident.plain.to_bytes(16).hex(),))
+            found = [row[0] for row in cursor.fetchall()]
+            if 1 in found or not found:
+                return bool(found)
             keys = self._keys(ident, cursor.connection)[1:]  # (the first just missed)
             cursor.execute(LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None

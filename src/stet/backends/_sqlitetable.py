@@ -24,6 +24,7 @@ __all__ = [
     "LEDGER",
     "LOOKUP",
     "META",
+    "PLAIN_OR_KINDS",
     "TABLE",
     "check_case",
     "ensure_table",
@@ -44,6 +45,13 @@ ALL_OWN = (*OWN, KEY)
 LOOKUP = {
     n: f"SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * n)}) LIMIT 1" for n in (1, 2, 3)
 }
+
+#: A miss's second probe: a record of the run without a function name (row ``1``), or,
+#: in the same step, the sign that the table may hold other kinds of record (row ``0``).
+PLAIN_OR_KINDS = (
+    f"SELECT 1 FROM {TABLE} WHERE {KEY} = ? UNION ALL "
+    f"SELECT 0 FROM sqlite_master WHERE type='table' AND name='{META}'"
+)
 
 
 def read_columns(store: SqliteBackend, conn: sqlite3.Connection) -> list[str]:
