@@ -29,7 +29,6 @@ from stet.backends._parquetfooter import (  # noqa: E402
     _footer,
     _Writer,
     append_row_groups,
-    row_groups_end,
 )
 
 RECORD = """
@@ -129,6 +128,16 @@ def test_files_that_cannot_simply_be_joined_are_refused(batch: bytes) -> None:
     old = _file(_table(["a"], [["0"]]))
     with pytest.raises(FooterError):
         append_row_groups(old, batch)
+
+
+def test_a_footer_without_its_list_of_row_groups_is_refused() -> None:
+    data = _file(_table(["a"], [["0"]]))
+    footer, start = _footer(data)
+    writer = _Writer()
+    writer.struct([field for field in footer if field[0] != 4])  # 4: row_groups
+    without = data[:start] + bytes(writer.out) + len(writer.out).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(FooterError):
+        append_row_groups(without, data)
 
 
 def test_a_cut_footer_is_refused() -> None:
@@ -282,4 +291,4 @@ def test_a_footer_of_structs_nested_without_end_is_refused() -> None:
     nested = b"\x1c" * 100_000  # field 1, a struct, holding field 1, a struct, ...
     data = b"PAR1" + nested + len(nested).to_bytes(4, "little") + b"PAR1"
     with pytest.raises(FooterError):
-        row_groups_end(data)
+        append_row_groups(data, data)

@@ -38,11 +38,11 @@ from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
 from stet.backends._locking import _forks
-from stet.backends._parquetfooter import FooterError, row_groups_end
 from stet.backends._parquettable import (
     appended,
     encode_table,
     file_layout,
+    groups_end,
     merge_tables,
     pyarrow,
     read_table,
@@ -196,7 +196,7 @@ class ParquetBackend(FileBackend):
             size, groups, rows = (int(state[k]) for k in ("base_len", "base_groups", "base_count"))
         except (KeyError, ValueError, TypeError):
             return None  # a snapshot from an older stet
-        counts = file_layout(base_data, b"", self.bad)[0] if base_data else []
+        counts = file_layout(base_data, b"", self.bad).counts if base_data else []
         if (
             size > len(base_data)
             or hashlib.sha256(memoryview(base_data)[:size]).hexdigest() != state.get("base")
@@ -348,13 +348,19 @@ class ParquetBackend(FileBackend):
             repair_torn(self)
         base_data = self._read_file(self.file)
         journal = self._read_file(self.log_file)
-        counts, folded = file_layout(base_data, journal, self.bad) if base_data else ([], 0)
+        layout = file_layout(base_data, journal, self.bad) if base_data else None
+        folded = layout.folded if layout else 0
         parsed = self._parse(journal[folded:], folded, {})
         new = list(rows_of(parsed.header, parsed.records))
         folded_now = (len(journal), hashlib.sha256(journal).hexdigest())
         data = None
-        if new and len(counts) < _MAX_GROUPS and len(new) * 8 < sum(counts):
-            data = appended(base_data, new, folded_now)
+        if (
+            new
+            and layout
+            and len(layout.counts) < _MAX_GROUPS
+            and len(new) * 8 < sum(layout.counts)
+        ):
+            data = appended(base_data, layout, new, folded_now)
         added = data is not None
         if data is None:
             tables = [read_table(base_data, journal, self.bad)[0]] if base_data else []
@@ -392,10 +398,9 @@ class ParquetBackend(FileBackend):
             self._prepare_write()
             self._locked(self._fold_now)
 
-    def _write_file(self, data: bytes, what: str = "Nothing was changed.") -> str:
-        """Replace the Parquet file by ``data``; return their SHA-256."""
+    def _write_file(self, data: bytes, what: str = "Nothing was changed.") -> None:
+        """Replace the Parquet file by ``data``."""
         atomic_write(self.file, data, store=self.file, what=what)
-        return hashlib.sha256(data).hexdigest()
 
     # -- the whole store -------------------------------------------------------------
 
@@ -417,8 +422,8 @@ def _base_state(data: bytes, count: int, known: dict[str, Any] | None) -> dict[s
     them. ``known``, a loaded snapshot's state, saves hashing them again.
     """
     try:
-        end, groups = row_groups_end(data) if data else (0, 0)
-    except FooterError:
+        end, groups = groups_end(data) if data else (0, 0)
+    except (ValueError, OSError):  # (pyarrow's errors; it just read or wrote the file)
         return {"base_count": count}  # no snapshot of it will fit: a full read
     if known and known.get("base_len") == end and known.get("base_groups") == groups:
         digest = known["base"]

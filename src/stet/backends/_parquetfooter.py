@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["FooterError", "append_row_groups", "row_groups_end"]
+__all__ = ["FooterError", "append_row_groups"]
 
 _MAGIC = b"PAR1"
 # Thrift compact protocol type ids.
@@ -227,15 +227,6 @@ def _move_group(group: Struct, shift: int) -> None:
             raise FooterError("a column chunk with a bloom filter or without metadata")
         _move(chunk, {_CHUNK_FILE_OFFSET}, shift)
         _move(meta, _META_OFFSETS, shift)
-
-
-def row_groups_end(data: bytes) -> tuple[int, int]:
-    """Where the row groups of the Parquet file ``data`` end, and how many there are."""
-    footer, start = _footer(data)
-    groups = _get(footer, _FILE_ROW_GROUPS)
-    if not (isinstance(groups, list) and len(groups) == 2 and isinstance(groups[1], list)):
-        raise FooterError("a footer without a list of row groups")
-    return start, len(groups[1])
 
 
 def append_row_groups(data: bytes, batch: bytes) -> bytes:

@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from stet._errors import StoreError
 from stet.backends._parquetfooter import FooterError, append_row_groups
@@ -30,9 +30,11 @@ from stet.backends._records import (
 )
 
 __all__ = [
+    "Layout",
     "appended",
     "encode_table",
     "file_layout",
+    "groups_end",
     "merge_tables",
     "pyarrow",
     "read_table",
@@ -80,15 +82,31 @@ def read_table(
     return table.cast(pa.schema([(n, pa.string()) for n in names])), _folded(parquet, journal)
 
 
-def file_layout(
-    data: bytes, journal: bytes, bad: Callable[[str], StoreError]
-) -> tuple[list[int], int]:
-    """The rows of each row group of the Parquet file, and the journal bytes it holds."""
+class Layout(NamedTuple):
+    """What a fold needs of the Parquet file, from one read of its footer."""
+
+    counts: list[int]  # the rows of each row group
+    folded: int  # the journal bytes it holds
+    names: list[str]  # its columns, pandas' index too
+
+
+def file_layout(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -> Layout:
+    """The row groups and columns of the Parquet file, and the journal bytes it holds."""
     parquet, _ = _open(data, bad)
     meta = parquet.metadata
-    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)], _folded(
-        parquet, journal
-    )
+    counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    return Layout(counts, _folded(parquet, journal), parquet.schema_arrow.names)
+
+
+def groups_end(data: bytes) -> tuple[int, int]:
+    """Where the row groups of the Parquet file ``data`` end, and how many there are.
+
+    They end where the footer starts, which the file's last eight bytes say.
+    """
+    pa, pq = pyarrow()
+    footer = int.from_bytes(data[-8:-4], "little")
+    groups = pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups
+    return len(data) - 8 - footer, groups
 
 
 def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
@@ -134,7 +152,7 @@ def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
     return names
 
 
-def appended(data: bytes, rows: list[Row], folded: tuple[int, str]) -> bytes | None:
+def appended(data: bytes, layout: Layout, rows: list[Row], folded: tuple[int, str]) -> bytes | None:
     """The Parquet file ``data`` with ``rows`` added as a row group of their own.
 
     None when they cannot simply be added (a column the file lacks, a file another tool
@@ -142,7 +160,7 @@ def appended(data: bytes, rows: list[Row], folded: tuple[int, str]) -> bytes | N
     trusted: its row count, and the new rows as they were given.
     """
     pa, pq = pyarrow()
-    names = pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names
+    names = layout.names
     batch = table_of(rows)
     if not set(batch.column_names) <= set(names):
         return None
@@ -154,8 +172,7 @@ def appended(data: bytes, rows: list[Row], folded: tuple[int, str]) -> bytes | N
         added = check.read_row_group(check.num_row_groups - 1, use_threads=False)
     except (FooterError, pa.ArrowException, OSError):
         return None
-    before = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
-    if check.metadata.num_rows != before + len(rows) or not added.equals(batch):
+    if check.metadata.num_rows != sum(layout.counts) + len(rows) or not added.equals(batch):
         return None
     return whole
 
