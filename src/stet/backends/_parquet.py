@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 import weakref
@@ -113,9 +114,8 @@ class ParquetBackend(FileBackend):
         return self._index.has(ident)
 
     def _refresh(self) -> None:
-        self._check_regular()
-        base = file_sig(self.file)
-        journal = file_sig(self.log_file)
+        base = self._regular_sig(self.file)
+        journal = self._regular_sig(self.log_file)
         if (base, journal) == (self._base_sig, self._sig):
             return
         if base != self._base_sig or journal is None or self._sig is None:
@@ -126,12 +126,21 @@ class ParquetBackend(FileBackend):
         self._journal_count += len(self._index) - before
 
     def _check_regular(self) -> None:
-        for path in (self.file, self.log_file):
-            if os.path.exists(path) and not os.path.isfile(path):
-                raise StoreError(
-                    f"stet: {path} is not a regular file (a directory?); point the store "
-                    "at a Parquet file"
-                )
+        self._regular_sig(self.file)
+        self._regular_sig(self.log_file)
+
+    def _regular_sig(self, path: str) -> tuple[int, int, int] | None:
+        """`file_sig` of ``path``; raise if something other than a file is there."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(
+                f"stet: {path} is not a regular file (a directory?); point the store "
+                "at a Parquet file"
+            )
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def _full_read(self, sig: tuple[int, int, int] | None) -> None:
         base_data = self._read_file(self.file)
@@ -265,7 +274,7 @@ class ParquetBackend(FileBackend):
         return data, end, end + len(data), after
 
     def _needs_new_file(self) -> bool:
-        return not os.path.exists(self.file) and self._sig is None
+        return self._base_sig is None and self._sig is None  # (as just refreshed)
 
     # -- writing ----------------------------------------------------------------------
 
