@@ -265,5 +265,11 @@ def _appended(data: bytes, batch: bytes) -> bytes:
     writer.struct(new)
     footer = bytes(writer.out)
     return b"".join(
-        [data[:old_end], batch[4:new_end], footer, len(footer).to_bytes(4, "little"), _MAGIC]
+        [
+            memoryview(data)[:old_end],
+            batch[4:new_end],
+            footer,
+            len(footer).to_bytes(4, "little"),
+            _MAGIC,
+        ]
     )
