@@ -39,11 +39,11 @@ from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
 from stet.backends._locking import _forks
+from stet.backends._parquetsnapshot import base_state, snapshot_fits
 from stet.backends._parquettable import (
     appended,
     encode_table,
     file_layout,
-    groups_end,
     merge_tables,
     pyarrow,
     read_table,
@@ -147,7 +147,7 @@ class ParquetBackend(FileBackend):
         journal = self._read_file(self.log_file)
         self._forget()
         saved = self.snapshot.load(journal)
-        first = self._snapshot_fits(saved, base_data)
+        first = snapshot_fits(saved, base_data, self.bad)
         fitted = None  # the state of the snapshot read, once it proved to fit
         if saved is not None and first is not None:
             index, covered, state = saved
@@ -180,41 +180,13 @@ class ParquetBackend(FileBackend):
             self._remember(parsed, sig, guard)
         else:
             self._state = parsed.state
-        self._state.update(_base_state(base_data, self._base_count, fitted))
+        self._state.update(base_state(base_data, self._base_count, fitted))
         unsaved = self._count - self._snapshot_count
         if self._count >= SNAPSHOT_MIN and unsaved > self._snapshot_count // 16:
             self._state["journal_count"] = self._journal_count
             self.snapshot.save(self._index, journal, parsed.end, self._state)
             self._snapshot_count = self._count
             self._snapshot_kept = parsed.end == 0
-
-    def _snapshot_fits(
-        self, saved: tuple[Any, int, dict[str, Any]] | None, base_data: bytes
-    ) -> int | None:
-        """The first row group of the Parquet file that the snapshot ``saved`` lacks.
-
-        A snapshot holds the records of the file's first row groups and of the
-        journal's first bytes. It fits while the file still starts with the bytes of
-        those row groups, unchanged (a fold only adds row groups after them), and they
-        hold as many rows as it says. None: it does not fit, read the whole store.
-        """
-        if saved is None:
-            return None
-        _, covered, state = saved
-        try:
-            size, groups, rows = (int(state[k]) for k in ("base_len", "base_groups", "base_count"))
-        except (KeyError, ValueError, TypeError):
-            return None  # a snapshot from an older stet
-        counts = file_layout(base_data, b"", self.bad).counts if base_data else []
-        if (
-            size > len(base_data)
-            or hashlib.sha256(memoryview(base_data)[:size]).hexdigest() != state.get("base")
-            or groups > len(counts)
-            or sum(counts[:groups]) != rows
-            or (groups < len(counts) and covered)  # folded since: its journal is gone
-        ):
-            return None
-        return groups
 
     def _read_file(self, path: str) -> bytes:
         try:
@@ -334,7 +306,7 @@ class ParquetBackend(FileBackend):
         (see `_snapshot_fits`) and the next process reads just the new row groups; it is
         saved again once those hold a sixteenth of the store.
         """
-        self._state = {"line": 1, **_base_state(data, self._base_count, None)}
+        self._state = {"line": 1, **base_state(data, self._base_count, None)}
         if self._count < SNAPSHOT_MIN:
             self.snapshot.remove()
         elif not (
@@ -422,20 +394,3 @@ class ParquetBackend(FileBackend):
         for row in self.rows():
             seen.update(dict.fromkeys(row.values))
         return list(seen)
-
-
-def _base_state(data: bytes, count: int, known: dict[str, Any] | None) -> dict[str, Any]:
-    """What a snapshot notes of the Parquet file ``data``, whose rows number ``count``.
-
-    The SHA-256 of its bytes up to the footer: a fold that appends a row group keeps
-    them. ``known``, a loaded snapshot's state, saves hashing them again.
-    """
-    try:
-        end, groups = groups_end(data) if data else (0, 0)
-    except (ValueError, OSError):  # (pyarrow's errors; it just read or wrote the file)
-        return {"base_count": count}  # no snapshot of it will fit: a full read
-    if known and known.get("base_len") == end and known.get("base_groups") == groups:
-        digest = known["base"]
-    else:
-        digest = hashlib.sha256(memoryview(data)[:end]).hexdigest()
-    return {"base": digest, "base_len": end, "base_groups": groups, "base_count": count}
