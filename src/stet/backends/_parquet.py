@@ -303,7 +303,7 @@ class ParquetBackend(FileBackend):
         """Snapshot the index of the Parquet file ``data`` just written (no journal).
 
         After rows were only appended as a row group, the snapshot on disk still fits
-        (see `_snapshot_fits`) and the next process reads just the new row groups; it is
+        (see `snapshot_fits`) and the next process reads just the new row groups; it is
         saved again once those hold a sixteenth of the store.
         """
         self._state = {"line": 1, **base_state(data, self._base_count, None)}
