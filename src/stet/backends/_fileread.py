@@ -1,10 +1,11 @@
 """The reading half of every file store: change detection, the index and its snapshot.
 
 A file store keeps, per process, an index of the digests of its completed runs. The hot
-path of a decorated call is `FileReader.contains`: one ``os.stat`` and a dict lookup,
-as long as the file has not changed. When it has, the store takes the lock and reads
-only the bytes appended since it last looked (or the whole file, helped by the index
-snapshot, if it was replaced). The writing half is `stet.backends._filestore`.
+path of a decorated call is `FileReader.contains`: a dict lookup, and an ``os.stat`` to
+see whether the file changed, unless the run was found done within `FRESH` seconds of
+the last look. When it has changed, the store takes the lock and reads only the bytes
+appended since it last looked (or the whole file, helped by the index snapshot, if it
+was replaced). The writing half is `stet.backends._filestore`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,14 @@ from stet.backends._records import Row, rows_of
 __all__ = ["GUARD", "FileReader", "file_sig"]
 
 GUARD = 32  # bytes before the resume offset that must be unchanged to read only the tail
+#: Seconds after a look at the file during which a run found done in the index is
+#: trusted without looking again. Only a removal (``stet reset``) can undo a completed
+#: run: one made by another process (or by hand) is seen this much later at most, one
+#: made in this process at once (see `_looks`). A run not found is always looked for.
+FRESH = 0.001
+#: Locked operations on any file store of this process so far: a change made through
+#: another backend object of the same store must be seen by the next call, not later.
+_looks = [0]
 
 
 def file_sig(path: str) -> tuple[int, int, int] | None:
@@ -53,6 +63,8 @@ class FileReader(FileFormat, BaseBackend):
 
     def _start_process(self) -> None:
         self._exit_snapshot = False  # the exit hook that saves the index is registered
+        self._fresh_until = 0.0  # until when a run found done is trusted without a stat
+        self._seen = -1  # _looks[0] at the last look at the file
         self._forget()
 
     def _forget(self) -> None:
@@ -68,7 +80,10 @@ class FileReader(FileFormat, BaseBackend):
 
     def _locked(self, func: Callable[[], Any]) -> Any:
         self._ensure_process()
-        return self.lock.run(func)
+        try:
+            return self.lock.run(func)
+        finally:
+            _looks[0] += 1
 
     # -- change detection --------------------------------------------------------
 
@@ -234,9 +249,14 @@ class FileReader(FileFormat, BaseBackend):
 
     def contains(self, ident: Lookup) -> bool:
         # The skip path of every decorated call: _sync and file_sig spelled out (each
-        # call costs a tenth of a microsecond here), one stat and a lookup.
+        # call costs a tenth of a microsecond here). A stat costs more than the rest of
+        # a skip: a run found done just after a look at the file skips it (see FRESH).
         if self._forks != _forks[0]:
             self._ensure_process()
+        now = time.monotonic()
+        if self._index.has(ident) and now < self._fresh_until and self._seen == _looks[0]:
+            return True
+        looks = _looks[0]
         try:
             st = os.stat(self.log_file)
             sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -244,6 +264,7 @@ class FileReader(FileFormat, BaseBackend):
             sig = None
         if sig != self._sig:
             self._locked(self._refresh)
+        self._fresh_until, self._seen = now + FRESH, looks
         return self._index.has(ident)
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
