@@ -111,13 +111,19 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                     measured_ratio=s["ratio"],
                 )
             if len(sizes) > 1 and limit:
+                # Growth counts from the floor's own cost at most: a skip that beats the
+                # floor on a small store must not make the large store look less flat.
+                start = None if ratios[0] is None else max(ratios[0], 1.0)
                 yield Figure(
                     f"skip {STYLE_LABELS[style]} flat (ratio)",
                     LABELS[ext],
                     f"{int(sizes[-1]):,}/{int(sizes[0]):,}",
-                    _flat(ratios[0], ratios[-1]),
+                    _flat(start, ratios[-1]),
                     "x",
                     limit=t.flat,
+                    note=f"ratio to the floor {ratios[0]:.2f}x -> {ratios[-1]:.2f}x"
+                    if ratios[0] is not None and ratios[-1] is not None
+                    else "",
                 )
     for ext, block in stores.items():
         sizes = [s for s in _sizes(block) if "record" in block[s]]
