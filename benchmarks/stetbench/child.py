@@ -62,7 +62,7 @@ def main(task: dict[str, Any]) -> None:
     print(json.dumps(out), flush=True)
 
 
-def _decorated(task: dict[str, Any], **options: Any) -> tuple[Any, dict[str, float]]:
+def _decorated(task: dict[str, Any], **options: Any) -> tuple[Any, dict[str, Any]]:
     clock = time.perf_counter
     t0 = clock()
     import stet

@@ -154,7 +154,7 @@ def cold_start(
         raise SystemExit(f"cold start on {store}: the recorded run was not skipped")
 
     def per_record(run: dict[str, Any]) -> float:
-        return (run["rss_after"] - run["rss_before"]) / size
+        return float(run["rss_after"] - run["rss_before"]) / size
 
     out: dict[str, Any] = {
         "first_ms": first["first_call_s"] * 1000,
