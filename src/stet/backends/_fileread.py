@@ -11,6 +11,7 @@ was replaced). The writing half is `stet.backends._filestore`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import stat
 import time
@@ -33,9 +34,11 @@ GUARD = 32  # bytes before the resume offset that must be unchanged to read only
 #: run: one made by another process (or by hand) is seen this much later at most, one
 #: made in this process at once (see `_looks`). A run not found is always looked for.
 FRESH = 0.001
-#: Locked operations on any file store of this process so far: a change made through
-#: another backend object of the same store must be seen by the next call, not later.
+#: A new number at each locked operation on any file store of this process: a change
+#: made through another backend object of the same store must be seen by the next call,
+#: not later. (Numbers from a counter, not ``+= 1``: two threads could write one value.)
 _looks = [0]
+_ticks = itertools.count(1)
 
 
 def file_sig(path: str) -> tuple[int, int, int] | None:
@@ -83,7 +86,7 @@ class FileReader(FileFormat, BaseBackend):
         try:
             return self.lock.run(func)
         finally:
-            _looks[0] += 1
+            _looks[0] = next(_ticks)
 
     # -- change detection --------------------------------------------------------
 
