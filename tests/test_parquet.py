@@ -133,3 +133,35 @@ def test_a_journal_another_process_starts_after_a_fold_is_seen_by_the_skip_path(
     f(7)
     f(8)
     assert calls == [8]
+
+
+# Regression (found in review, never released): a journal deleted (by hand, by a sync
+# tool) between the two looks of one refresh emptied what the process knew, and its
+# next record then replaced the whole Parquet file by that one record.
+def test_a_journal_gone_in_the_middle_of_a_refresh_does_not_replace_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stet.backends._fileread import FileReader
+    from stet.backends._parquet import ParquetBackend
+
+    store = tmp_path / "runs.parquet"
+    backend = get_backend(store)
+    assert isinstance(backend, ParquetBackend)
+    for i in range(5):
+        backend.record({"i": i})
+    backend.fold()
+    backend.record({"i": 5})  # into the journal
+    get_backend(store).record({"i": 6})  # another writer: the journal changed
+    journal = Path(backend.log_file)
+    read_tail = FileReader._refresh
+
+    def journal_deleted_first(self: FileReader) -> None:
+        journal.unlink()  # after the Parquet store's own look, before the tail is read
+        read_tail(self)
+
+    monkeypatch.setattr(FileReader, "_refresh", journal_deleted_first)
+    backend.record({"i": 7})
+    monkeypatch.undo()
+    assert _pandas_rows(store) == [0, 1, 2, 3, 4]  # the folded runs, all still there
+    backend.fold()
+    assert _pandas_rows(store) == [0, 1, 2, 3, 4, 7]  # (5 and 6 went with the journal)

@@ -18,7 +18,7 @@ import pytest
 
 import stet
 from _helpers import run_python
-from stet.backends import _fileread, _parquet, get_backend
+from stet.backends import _fileread, get_backend
 
 FILE_STORES = [".csv", ".json", ".parquet"]
 
@@ -29,7 +29,6 @@ def fresh_for(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
 
     def set_fresh(seconds: float) -> None:
         monkeypatch.setattr(_fileread, "FRESH", seconds)
-        monkeypatch.setattr(_parquet, "FRESH", seconds)
 
     return set_fresh
 

@@ -31,14 +31,12 @@ from typing import Any
 
 from stet._errors import StoreError
 from stet.backends._atomic import atomic_write
-from stet.backends._base import Lookup
 from stet.backends._fileformat import Parsed
-from stet.backends._fileread import FRESH, _looks, file_sig
+from stet.backends._fileread import file_sig
 from stet.backends._filestore import FileBackend, call_if_alive
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
-from stet.backends._locking import _forks
 from stet.backends._parquetsnapshot import base_state, snapshot_fits
 from stet.backends._parquettable import (
     appended,
@@ -99,25 +97,16 @@ class ParquetBackend(FileBackend):
         if file_sig(self.log_file) != self._sig or file_sig(self.file) != self._base_sig:
             self._locked(self._refresh)
 
-    def contains(self, ident: Lookup) -> bool:
-        # The skip path: _sync spelled out. Two files to look at, the journal and the
-        # Parquet file (which another tool may have replaced), unless the run was found
-        # done just after the last look (see FRESH). Once folded there is no journal:
-        # access() tells it is still missing without the cost of an exception.
-        if self._forks != _forks[0]:
-            self._ensure_process()
-        now = time.monotonic()
-        if self._index.has(ident) and now < self._fresh_until and self._seen == _looks[0]:
-            return True
-        looks = _looks[0]
+    def _look(self) -> None:
+        # Two files to look at, the journal and the Parquet file (which another tool may
+        # have replaced). Once folded there is no journal: access() tells it is still
+        # missing without the cost of an exception.
         if self._sig is None:
             moved = os.access(self.log_file, os.F_OK)
         else:
             moved = file_sig(self.log_file) != self._sig
         if moved or file_sig(self.file) != self._base_sig:
             self._locked(self._refresh)
-        self._fresh_until, self._seen = now + FRESH, looks
-        return self._index.has(ident)
 
     def _refresh(self) -> None:
         base = self._regular_sig(self.file)
@@ -252,7 +241,9 @@ class ParquetBackend(FileBackend):
         return data, end, end + len(data), after
 
     def _needs_new_file(self) -> bool:
-        return self._base_sig is None and self._sig is None  # (as just refreshed)
+        # Looked at on disk, not taken from _base_sig: a journal gone between two looks
+        # empties what this process knows, and must not make it write a new file.
+        return self._sig is None and not os.path.exists(self.file)
 
     # -- writing ----------------------------------------------------------------------
 
