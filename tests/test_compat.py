@@ -100,6 +100,31 @@ while after < 25:
 """
 
 
+# Regression: a SQLite worker's lookup ran just after a reset dropped the table, and by
+# the time it looked why, another worker's record had made the table again; the worker
+# stopped with "no such table" (seen once in CI, in the test below).
+def test_a_sqlite_lookup_between_a_reset_and_another_worker_s_record_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stet.backends import SqliteBackend
+
+    store = tmp_path / "runs.sqlite"
+    backend = get_backend(store)
+    backend.record({"i": 1})
+    assert backend.has({"i": 1})  # the lookup statement is prepared and kept
+    stet.reset(store)
+    look = SqliteBackend._table_gone
+
+    def made_again_first(self: SqliteBackend) -> bool:
+        monkeypatch.setattr(SqliteBackend, "_table_gone", look)
+        get_backend(store).record({"i": 2})  # the other worker, at that instant
+        return look(self)
+
+    monkeypatch.setattr(SqliteBackend, "_table_gone", made_again_first)
+    assert not backend.has({"i": 1})
+    assert backend.has({"i": 2})
+
+
 @pytest.mark.timeout(120)
 def test_reset_while_other_processes_record_loses_nothing_recorded_after_it(
     tmp_path: Path, ext: str, request: pytest.FixtureRequest

@@ -13,8 +13,9 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache, partial
+from functools import partial
 from typing import TypeVar
 
 from stet._errors import StoreError
@@ -25,7 +26,7 @@ from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._index import Index
 from stet.backends._ledger import Event
 from stet.backends._locking import _forks, forks
-from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, utc_now
+from stet.backends._records import Row
 from stet.backends._sqliteopen import check_writable, explain, open_database
 from stet.backends._sqlitetable import (
     LEDGER,
@@ -33,19 +34,20 @@ from stet.backends._sqlitetable import (
     PLAIN_OR_KINDS,
     TABLE,
     check_case,
-    ensure_table,
-    note_kinds,
+    insert,
     read_columns,
     read_kinds,
     select,
 )
-from stet.backends._sqlschema import KEY, keys_to_index, quote
+from stet.backends._sqlschema import KEY, keys_to_index
 
 __all__ = ["SqliteBackend"]
 
 T = TypeVar("T")
 
 _LOOKUP_ONE = LOOKUP[1]
+#: Lookups asked again after the records table was dropped and made again meanwhile.
+_LOOKUP_RETRIES = 5
 
 
 class _Local(threading.local):
@@ -197,9 +199,21 @@ class SqliteBackend(BaseBackend):
             cursor.execute(LOOKUP[len(keys)], keys)
             return cursor.fetchone() is not None
         except sqlite3.Error as exc:
-            if self._table_gone():
-                return False
-            raise explain(self, exc) from None
+            return self._lookup_failed(ident, exc, 0)
+
+    def _lookup_failed(self, ident: Lookup, exc: sqlite3.Error, attempt: int) -> bool:
+        """`contains` after its lookup raised ``exc``.
+
+        The records table may have been dropped (``stet.reset``): then the run is not
+        done. Or dropped and made again by another worker's record between the lookup
+        and this look: then the new table answers, asked again.
+        """
+        if self._table_gone():
+            return False
+        if "no such table" in str(exc) and attempt < _LOOKUP_RETRIES:
+            time.sleep(0.001 * attempt)
+            return self._contains_slowly(ident, attempt + 1)
+        raise explain(self, exc) from None
 
     def _table_gone(self) -> bool:
         """Whether the records table was dropped (``stet.reset``) since this process looked."""
@@ -209,7 +223,7 @@ class SqliteBackend(BaseBackend):
         self._checked_names = None
         return True
 
-    def _contains_slowly(self, ident: Lookup) -> bool:
+    def _contains_slowly(self, ident: Lookup, attempt: int = 0) -> bool:
         """`contains` the first time, or for a store that is not there or not upgraded."""
         self._ensure_process()
         names: tuple[str, ...] = getattr(ident, "names", ())
@@ -232,9 +246,7 @@ class SqliteBackend(BaseBackend):
         try:
             return conn.execute(LOOKUP[len(keys)], keys).fetchone() is not None
         except sqlite3.Error as exc:
-            if self._table_gone():
-                return False
-            raise explain(self, exc) from None
+            return self._lookup_failed(ident, exc, attempt)
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:
         return [self.contains(i) for i in idents]
@@ -263,51 +275,10 @@ class SqliteBackend(BaseBackend):
         return self._read(scan)
 
     def add(self, ident: Identity, extra: Mapping[str, str] | None = None) -> bool:
-        return self._write(lambda conn: self._insert(conn, [ident], extra)) > 0
+        return self._write(lambda conn: insert(self, conn, [ident], extra)) > 0
 
     def add_many(self, idents: Sequence[Identity]) -> int:
-        return self._write(lambda conn: self._insert(conn, idents, None))
-
-    def _insert(
-        self, conn: sqlite3.Connection, idents: Sequence[Identity], extra: Mapping[str, str] | None
-    ) -> int:
-        """Insert the records not yet present; caller holds a write transaction.
-
-        One statement per record, ``INSERT ... WHERE NOT EXISTS``, run by executemany:
-        a record already there (also as a text-matched or function-less record) is
-        left alone, and many records cost one call.
-        """
-        names = list(dict.fromkeys(n for i in idents for n in i.names))
-        if not self._columns or any(n not in self._columns for n in names):
-            ensure_table(self, conn, names)  # else the table was seen with these columns
-        stamp = utc_now()
-        kinds = Index()
-        batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
-        for ident in idents:
-            cells: dict[str, str | None] = {FUNC: ident.func, TYPES: ident.types, TIMESTAMP: stamp}
-            if extra:
-                cells.update(extra)
-            own = [c for c in OWN if cells.get(c) is not None]
-            keys = self._known_keys(ident)
-            layout = (*ident.names, *own, KEY, *("?" * len(keys)))  # "?": one per key looked for
-            values = (*ident.texts, *(cells[c] for c in own), f"{ident.digest:032x}", *keys)
-            batches.setdefault(layout, []).append(values)
-            if ident.func is None or ident.is_text:
-                kinds.note(ident.func, ident.is_text)
-        before = conn.total_changes
-        for layout, params in batches.items():
-            statement = _insert_sql(layout)
-            try:
-                conn.executemany(statement, params)
-            except sqlite3.OperationalError:
-                # The table changed under the columns this process knew (dropped by a
-                # reset, widened by another worker): look again, then insert.
-                ensure_table(self, conn, names)
-                conn.executemany(statement, params)
-        added = conn.total_changes - before
-        if added:
-            note_kinds(self, conn, kinds)
-        return added
+        return self._write(lambda conn: insert(self, conn, idents, None))
 
     def rows(self) -> list[Row]:
         if not self.exists():
@@ -400,15 +371,3 @@ class SqliteBackend(BaseBackend):
 
     def failures(self, ident: Identity) -> int:
         return claims.failures(self, ident)
-
-
-@lru_cache(maxsize=256)
-def _insert_sql(layout: tuple[str, ...]) -> str:
-    """The INSERT for a record of these columns (``"?"``: one per key looked for)."""
-    columns = [n for n in layout if n != "?"]
-    looked = len(layout) - len(columns)
-    return (
-        f"INSERT INTO {TABLE} ({', '.join(map(quote, columns))}) "
-        f"SELECT {', '.join('?' * len(columns))} WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * looked)}))"
-    )

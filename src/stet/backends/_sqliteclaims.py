@@ -18,7 +18,7 @@ from stet._identity import Identity
 from stet.backends._claims import Claim, Outcome, Owner
 from stet.backends._ledger import FAILURE, RESET, Event, duplicate_event
 from stet.backends._records import describe
-from stet.backends._sqlitetable import CLAIMS, LEDGER, LOOKUP, has_table, read_columns
+from stet.backends._sqlitetable import CLAIMS, LEDGER, LOOKUP, has_table, insert, read_columns
 
 if TYPE_CHECKING:
     from stet.backends._sqlite import SqliteBackend
@@ -132,7 +132,7 @@ def complete(
     key = f"{ident.digest:032x}"
 
     def attempt(conn: sqlite3.Connection) -> bool:
-        added = store._insert(conn, [ident], extra) > 0
+        added = insert(store, conn, [ident], extra) > 0
         claims_table(conn)
         found = claim_rows(conn, key)
         conn.execute(f"DELETE FROM {CLAIMS} WHERE key = ? AND token = ?", (key, owner.token))

@@ -8,11 +8,13 @@ text-matched) the table holds, so a lookup asks only for the digests that can ma
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from stet._identity import Identity
 from stet.backends._index import Index
-from stet.backends._records import OWN, Row, read_records, rows_of
+from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, read_records, rows_of, utc_now
 from stet.backends._sqlschema import KEY, check_columns, quote
 
 if TYPE_CHECKING:
@@ -29,6 +31,7 @@ __all__ = [
     "check_case",
     "ensure_table",
     "has_table",
+    "insert",
     "note_kinds",
     "read_columns",
     "read_kinds",
@@ -108,6 +111,63 @@ def ensure_table(store: SqliteBackend, conn: sqlite3.Connection, names: list[str
         if name not in store._columns:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} TEXT")
             store._columns.append(name)
+
+
+def insert(
+    store: SqliteBackend,
+    conn: sqlite3.Connection,
+    idents: Sequence[Identity],
+    extra: Mapping[str, str] | None,
+) -> int:
+    """Insert the records not yet present; caller holds a write transaction.
+
+    One statement per record, ``INSERT ... WHERE NOT EXISTS``, run by executemany:
+    a record already there (also as a text-matched or function-less record) is
+    left alone, and many records cost one call.
+    """
+    names = list(dict.fromkeys(n for i in idents for n in i.names))
+    if not store._columns or any(n not in store._columns for n in names):
+        ensure_table(store, conn, names)  # else the table was seen with these columns
+    stamp = utc_now()
+    kinds = Index()
+    batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
+    for ident in idents:
+        cells: dict[str, str | None] = {FUNC: ident.func, TYPES: ident.types, TIMESTAMP: stamp}
+        if extra:
+            cells.update(extra)
+        own = [c for c in OWN if cells.get(c) is not None]
+        keys = store._known_keys(ident)
+        layout = (*ident.names, *own, KEY, *("?" * len(keys)))  # "?": one per key looked for
+        values = (*ident.texts, *(cells[c] for c in own), f"{ident.digest:032x}", *keys)
+        batches.setdefault(layout, []).append(values)
+        if ident.func is None or ident.is_text:
+            kinds.note(ident.func, ident.is_text)
+    before = conn.total_changes
+    for layout, params in batches.items():
+        statement = _insert_sql(layout)
+        try:
+            conn.executemany(statement, params)
+        except sqlite3.OperationalError:
+            # The table changed under the columns this process knew (dropped by a
+            # reset, widened by another worker): look again, then insert.
+            ensure_table(store, conn, names)
+            conn.executemany(statement, params)
+    added = conn.total_changes - before
+    if added:
+        note_kinds(store, conn, kinds)
+    return added
+
+
+@lru_cache(maxsize=256)
+def _insert_sql(layout: tuple[str, ...]) -> str:
+    """The INSERT for a record of these columns (``"?"``: one per key looked for)."""
+    columns = [n for n in layout if n != "?"]
+    looked = len(layout) - len(columns)
+    return (
+        f"INSERT INTO {TABLE} ({', '.join(map(quote, columns))}) "
+        f"SELECT {', '.join('?' * len(columns))} WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {TABLE} WHERE {KEY} IN ({', '.join('?' * looked)}))"
+    )
 
 
 def select(store: SqliteBackend, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
