@@ -114,8 +114,7 @@ class FileReader(FileFormat, BaseBackend):
     def _sync(self) -> None:
         """Bring the index up to date if the file changed; no lock if it did not."""
         self._ensure_process()
-        if file_sig(self.log_file) != self._sig:
-            self._locked(self._refresh)
+        self._look()
 
     def _refresh(self) -> None:
         """Read what changed since the last look. Caller holds the lock."""
@@ -266,12 +265,7 @@ class FileReader(FileFormat, BaseBackend):
 
     def _look(self) -> None:
         """Read what changed in the file since the last look, if anything (one stat)."""
-        try:
-            st = os.stat(self.log_file)
-            sig: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except (FileNotFoundError, NotADirectoryError):
-            sig = None
-        if sig != self._sig:
+        if file_sig(self.log_file) != self._sig:
             self._locked(self._refresh)
 
     def completed(self, idents: Sequence[Lookup]) -> list[bool]:

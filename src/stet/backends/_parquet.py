@@ -92,11 +92,6 @@ class ParquetBackend(FileBackend):
 
     # -- reading ------------------------------------------------------------------
 
-    def _sync(self) -> None:
-        self._ensure_process()
-        if file_sig(self.log_file) != self._sig or file_sig(self.file) != self._base_sig:
-            self._locked(self._refresh)
-
     def _look(self) -> None:
         # Two files to look at, the journal and the Parquet file (which another tool may
         # have replaced). Once folded there is no journal: access() tells it is still
