@@ -26,10 +26,12 @@ pd = pytest.importorskip("pandas")
 from stet.backends._index import SNAPSHOT_MIN  # noqa: E402
 from stet.backends._parquetfooter import (  # noqa: E402
     FooterError,
-    _footer,
-    _Writer,
-    append_row_groups,
+    append_rows,
+    group_texts,
+    read_footer,
 )
+from stet.backends._parquetpages import decode_chunk, encode_chunk  # noqa: E402
+from stet.backends._parquetthrift import Writer  # noqa: E402
 
 RECORD = """
 import sys
@@ -41,6 +43,23 @@ for i in range(first, first + count):
     backend.record({"i": i})
 assert "pandas" not in sys.modules  # the fold at exit must not need pandas
 """
+
+#: A short process on a store with an index snapshot: it must not need pyarrow, neither
+#: to read the store nor to fold its records at exit (checked after the fold).
+RECORD_WITHOUT_PYARROW = (
+    """
+import atexit, sys
+
+def check():
+    if "pyarrow" in sys.modules:
+        print("pyarrow was imported", flush=True)
+        import os
+        os._exit(3)
+
+atexit.register(check)  # registered first, so it runs last: after stet's fold
+"""
+    + RECORD
+)
 
 
 def _file(table: Any, **options: Any) -> bytes:
@@ -54,10 +73,20 @@ def _read(data: bytes) -> Any:
 
 
 TEXT = st.one_of(st.none(), st.text(max_size=12))
+ROWS = st.lists(st.lists(TEXT, min_size=2, max_size=2), min_size=1, max_size=40)
 
 
 def _table(columns: list[str], rows: list[list[str | None]]) -> Any:
     return pa.table({c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)})
+
+
+def _columns(rows: list[list[str | None]]) -> list[list[str | None]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _append(data: bytes, rows: list[list[str | None]], **metadata: str) -> bytes:
+    meta = {k.encode(): v.encode() for k, v in metadata.items()}
+    return append_rows(data, read_footer(data), _columns(rows), meta)
 
 
 # -- the footer ------------------------------------------------------------------------
@@ -77,36 +106,82 @@ def test_a_footer_pyarrow_wrote_reads_and_writes_back_byte_for_byte(
 ) -> None:
     rows = [[f"{c}-{i}" if i % 3 else None for c in columns] for i in range(10)]
     data = _file(_table(columns, rows), **options)
-    footer, start = _footer(data)
-    writer = _Writer()
-    writer.struct(footer)
-    assert bytes(writer.out) == data[start:-8]
+    footer = read_footer(data)
+    assert footer.names == columns and footer.texts
+    assert sum(footer.counts) == 10
+    writer = Writer()
+    writer.struct(footer.fields)
+    assert bytes(writer.out) == data[footer.start : -8]
 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.lists(TEXT, min_size=2, max_size=2), min_size=1, max_size=30),
-    st.lists(st.lists(TEXT, min_size=2, max_size=2), min_size=1, max_size=30),
-    st.sampled_from([{}, {"use_dictionary": ["b"]}, {"row_group_size": 7}]),
+    ROWS,
+    ROWS,
+    st.sampled_from(
+        [{}, {"use_dictionary": ["b"]}, {"row_group_size": 7}, {"compression": "none"}]
+    ),
 )
 def test_appended_row_groups_read_back_as_both_files_rows_in_order(
     first: list[list[str | None]], second: list[list[str | None]], options: dict[str, Any]
 ) -> None:
-    old = _table(["a", "b"], first)
-    new = _table(["a", "b"], second).replace_schema_metadata({b"note": b"the new footer's"})
-    whole = append_row_groups(_file(old, **options), _file(new))
-    back = _read(whole)
-    assert back.to_pylist() == old.to_pylist() + new.to_pylist()
-    assert back.schema.metadata[b"note"] == b"the new footer's"
-    assert pq.ParquetFile(pa.BufferReader(whole)).metadata.num_rows == len(first) + len(second)
+    old = _table(["a", "b"], first).replace_schema_metadata({b"note": b"old"})
+    whole = _append(_file(old, **options), second, note="new")
+    back = pq.ParquetFile(pa.BufferReader(whole))
+    assert back.read().to_pylist() == old.to_pylist() + _table(["a", "b"], second).to_pylist()
+    assert back.metadata.metadata == {b"note": b"new"}  # only: the old ones describe old rows
+    assert back.metadata.num_rows == len(first) + len(second)
+    footer = read_footer(whole)
+    assert group_texts(whole, footer, len(footer.counts) - 1) == _columns(second)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ROWS, st.integers(1, 4))
+def test_plain_row_groups_pyarrow_wrote_read_back_without_it(
+    rows: list[list[str | None]], size: int
+) -> None:
+    data = _file(
+        _table(["a", "b"], rows), use_dictionary=False, compression="none", row_group_size=size
+    )
+    footer = read_footer(data)
+    read = [group_texts(data, footer, g) for g in range(len(footer.counts))]
+    assert [row for texts in read if texts for row in zip(*texts, strict=True)] == [
+        tuple(r) for r in rows
+    ]
+
+
+def test_row_groups_of_another_kind_are_left_to_pyarrow() -> None:
+    rows = [["x", None]] * 50
+    for options in ({"compression": "snappy"}, {"use_dictionary": True, "compression": "none"}):
+        data = _file(_table(["a", "b"], rows), **options)
+        assert group_texts(data, read_footer(data), 0) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(TEXT, min_size=1, max_size=20), st.data())
+def test_a_damaged_chunk_is_left_to_pyarrow_not_misread(
+    values: list[str | None], data: st.DataObject
+) -> None:
+    chunk, column = encode_chunk("a", values, 4)
+    whole = b"PAR1" + chunk
+    meta = column[1][2]
+    assert decode_chunk(whole, meta) == values
+    at = data.draw(st.integers(4, len(whole) - 1))
+    damaged = whole[:at] + bytes([whole[at] ^ data.draw(st.integers(1, 255))]) + whole[at + 1 :]
+    back = decode_chunk(damaged, meta)
+    # A flipped byte inside a text may still read as text; anything else must be refused.
+    assert back is None or (
+        len(back) == len(values) and all(v is None or isinstance(v, str) for v in back)
+    )
+    assert decode_chunk(whole[:at], meta) is None  # cut short
 
 
 def test_an_appended_file_keeps_the_old_file_s_bytes_and_pandas_reads_it(
     tmp_path: Path,
 ) -> None:
     old = _file(_table(["a"], [[str(i)] for i in range(100)]))
-    whole = append_row_groups(old, _file(_table(["a"], [["x"], [None]])))
-    start = _footer(old)[1]
+    whole = append_rows(old, read_footer(old), [["x", None]], {})
+    start = read_footer(old).start
     assert whole[:start] == old[:start]
     (tmp_path / "f.parquet").write_bytes(whole)
     column = pd.read_parquet(tmp_path / "f.parquet")["a"]
@@ -114,45 +189,70 @@ def test_an_appended_file_keeps_the_old_file_s_bytes_and_pandas_reads_it(
 
 
 @pytest.mark.parametrize(
-    "batch",
+    ("data", "columns"),
     [
-        _file(_table(["a", "c"], [["1", "2"]])),  # another column
-        _file(pa.table({"a": pa.array([1], pa.int64())})),  # another type
-        _file(_table(["a"], [["1"]]), write_page_index=True),  # offsets not in the footer
+        (_file(pa.table({"a": pa.array([1], pa.int64())})), [["1"]]),  # not text
+        (_file(_table(["a"], [["1"]])), [["1"], ["2"]]),  # another column
+        (_file(_table(["a"], [["1"]])), [[]]),  # no rows
+        (_file(pa.table({"s": pa.array([{"x": "1"}])})), [["1"]]),  # nested
+    ],
+    ids=["type", "column", "empty", "nested"],
+)
+def test_rows_that_do_not_fit_the_file_are_refused(
+    data: bytes, columns: list[list[str | None]]
+) -> None:
+    with pytest.raises(FooterError):
+        append_rows(data, read_footer(data), columns, {})
+
+
+def _without_field(data: bytes, field: int) -> bytes:
+    footer = read_footer(data)
+    writer = Writer()
+    writer.struct([one for one in footer.fields if one[0] != field])
+    out = bytes(writer.out)
+    return data[: footer.start] + out + len(out).to_bytes(4, "little") + b"PAR1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
         b"PAR1 not a footer PAR1",
         b"",
+        _file(_table(["a"], [["0"]]))[:-20] + _file(_table(["a"], [["0"]]))[-8:],  # cut
+        _without_field(_file(_table(["a"], [["0"]])), 4),  # 4: the list of row groups
+        b"PAR1" + b"\x1c" * 100_000 + (100_000).to_bytes(4, "little") + b"PAR1",  # endless
     ],
-    ids=["column", "type", "page-index", "garbage", "empty"],
+    ids=["garbage", "empty", "cut", "no-row-groups", "nested-without-end"],
 )
-def test_files_that_cannot_simply_be_joined_are_refused(batch: bytes) -> None:
-    old = _file(_table(["a"], [["0"]]))
+def test_a_damaged_footer_is_refused(data: bytes) -> None:
     with pytest.raises(FooterError):
-        append_row_groups(old, batch)
+        read_footer(data)
 
 
-def test_a_footer_without_its_list_of_row_groups_is_refused() -> None:
-    data = _file(_table(["a"], [["0"]]))
-    footer, start = _footer(data)
-    writer = _Writer()
-    writer.struct([field for field in footer if field[0] != 4])  # 4: row_groups
-    without = data[:start] + bytes(writer.out) + len(writer.out).to_bytes(4, "little") + b"PAR1"
-    with pytest.raises(FooterError):
-        append_row_groups(without, data)
+_SMALL = _file(_table(["a", "b"], [["1", None], ["2", "x"]]))
 
 
-def test_a_cut_footer_is_refused() -> None:
-    data = _file(_table(["a"], [["0"]]))
-    cut = data[:-20] + data[-8:]  # the length now points into the middle of a struct
-    with pytest.raises(FooterError):
-        append_row_groups(cut, data)
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.integers(1, 255))
+def test_a_footer_with_any_byte_changed_reads_or_is_refused(back: int, flip: int) -> None:
+    """Never another error than FooterError: the caller then lets pyarrow read the file
+    (and report what is wrong with it)."""
+    at = len(_SMALL) - 9 - back % (len(_SMALL) - 12)
+    damaged = bytearray(_SMALL)
+    damaged[at] ^= flip
+    try:
+        footer = read_footer(bytes(damaged))
+    except FooterError:
+        return
+    assert footer.start <= len(_SMALL) - 8
 
 
 # -- the store -----------------------------------------------------------------------------
 
 
-def _record(store: Path, first: int, count: int) -> None:
+def _record(store: Path, first: int, count: int, script: str = RECORD) -> None:
     subprocess.run(
-        [PYTHON, "-c", RECORD, str(store), str(first), str(count)],
+        [PYTHON, "-c", script, str(store), str(first), str(count)],
         env=child_env(),
         check=True,
         timeout=120,
@@ -180,7 +280,7 @@ def test_a_process_that_records_a_few_runs_appends_a_row_group_at_exit(tmp_path:
     _record(store, 200, 3)
     assert not Path(f"{store}.journal").exists()
     after = store.read_bytes()
-    start = _footer(before)[1]
+    start = read_footer(before).start
     assert after[:start] == before[:start]  # the old rows' bytes were copied, not rewritten
     assert _groups(store) == 2
     assert _rows(store) == list(range(203))
@@ -245,6 +345,36 @@ def test_the_index_snapshot_still_serves_after_a_row_group_is_appended(tmp_path:
     assert len(backend._index) == SNAPSHOT_MIN + 5
 
 
+def test_short_processes_on_a_store_with_a_snapshot_never_import_pyarrow(
+    tmp_path: Path,
+) -> None:
+    """The first reads the snapshot and appends a row group at exit; the second also
+    reads that row group; neither imports pyarrow (about 0.2 s, and 30 ms more at exit)."""
+    store = tmp_path / "runs.parquet"
+    _fill(store, SNAPSHOT_MIN)
+    _record(store, SNAPSHOT_MIN, 5, RECORD_WITHOUT_PYARROW)
+    _record(store, SNAPSHOT_MIN + 5, 5, RECORD_WITHOUT_PYARROW)
+    assert _groups(store) == 3
+    assert _rows(store) == list(range(SNAPSHOT_MIN + 10))
+    frame = pd.read_parquet(store)
+    assert frame.columns.tolist()[:1] == ["i"] and frame["_stet_timestamp"].notna().all()
+
+
+def test_a_short_process_that_must_rewrite_the_file_at_exit_imports_pyarrow_then(
+    tmp_path: Path,
+) -> None:
+    """A new key column cannot be appended as a row group: the fold at exit rewrites the
+    file, importing pyarrow while the interpreter exits, and loses nothing."""
+    store = tmp_path / "runs.parquet"
+    _fill(store, SNAPSHOT_MIN)
+    script = RECORD.replace('{"i": i}', '{"i": i, "j": "new"}')
+    _record(store, SNAPSHOT_MIN, 2, script)
+    assert not Path(f"{store}.journal").exists()
+    frame = pd.read_parquet(store)
+    assert _groups(store) == 1 and len(frame) == SNAPSHOT_MIN + 2
+    assert frame["j"].tolist()[-2:] == ["new", "new"] and frame["j"].isna().sum() == SNAPSHOT_MIN
+
+
 def test_a_file_restored_from_before_an_append_is_read_as_it_is(tmp_path: Path) -> None:
     """The snapshot holds the file's first row groups: with the old file back, the
     runs of the appended row group must run again, not be skipped."""
@@ -271,6 +401,19 @@ def test_a_file_another_tool_rewrote_after_an_append_is_read_in_full(tmp_path: P
     assert hashlib.sha256(store.read_bytes()).hexdigest() == digest  # read, not written
 
 
+def test_runs_appended_to_a_file_pandas_wrote_read_back_in_pandas(tmp_path: Path) -> None:
+    """pandas notes its index (a range of the old rows) in the metadata: an appended row
+    group must not leave a note that no longer fits the rows."""
+    store = tmp_path / "runs.parquet"
+    _fill(store, 100)
+    pd.read_parquet(store).to_parquet(store)  # with pandas' metadata and a RangeIndex
+    _record(store, 100, 3)
+    assert _groups(store) == 2
+    frame = pd.read_parquet(store)
+    assert sorted(int(i) for i in frame["i"]) == list(range(103))
+    assert frame.index.tolist() == list(range(103))
+
+
 def test_a_file_another_tool_changed_without_changing_its_shape_is_read_in_full(
     tmp_path: Path,
 ) -> None:
@@ -285,10 +428,3 @@ def test_a_file_another_tool_changed_without_changing_its_shape_is_read_in_full(
     backend = ParquetBackend(store)
     assert not backend.has({"i": 3})
     assert backend.has({"i": -3})
-
-
-def test_a_footer_of_structs_nested_without_end_is_refused() -> None:
-    nested = b"\x1c" * 100_000  # field 1, a struct, holding field 1, a struct, ...
-    data = b"PAR1" + nested + len(nested).to_bytes(4, "little") + b"PAR1"
-    with pytest.raises(FooterError):
-        append_row_groups(data, data)

@@ -43,8 +43,9 @@ from stet.backends._parquettable import (
     encode_table,
     file_layout,
     merge_tables,
-    pyarrow,
     read_table,
+    records_after,
+    require_pyarrow,
     table_of,
     table_records,
 )
@@ -72,7 +73,7 @@ class ParquetBackend(FileBackend):
     fixed_columns = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        pyarrow()  # fail at once, with the install hint, when pyarrow is missing
+        require_pyarrow()  # fail at once, with the install hint, when it is missing
         super().__init__(path)
         self.log_file = self.side + ".journal"
 
@@ -147,8 +148,8 @@ class ParquetBackend(FileBackend):
             self._base_count = int(state["base_count"])
             folded = 0
             if base_data:
-                table, folded = read_table(base_data, journal, self.bad, first)
-                self._base_count += index.add_records(table_records(table, self.bad))
+                records, folded = records_after(base_data, journal, self.bad, first)
+                self._base_count += index.add_records(records)
             start = max(covered, folded)
             parsed = self._parse(journal[start:], start, state if start == covered else {})
             tail = index.add_records(parsed.records)
@@ -177,6 +178,12 @@ class ParquetBackend(FileBackend):
             self.snapshot.save(self._index, journal, parsed.end, self._state)
             self._snapshot_count = self._count
             self._snapshot_kept = parsed.end == 0
+
+    def _save_snapshot(self, data: bytes) -> None:
+        if "base" not in self._state:  # see _save_folded
+            base = self._read_file(self.file)
+            self._state.update(base_state(base, self._base_count, None))
+        super()._save_snapshot(data)
 
     def _read_file(self, path: str) -> bytes:
         try:
@@ -298,7 +305,9 @@ class ParquetBackend(FileBackend):
         (see `snapshot_fits`) and the next process reads just the new row groups; it is
         saved again once those hold a sixteenth of the store.
         """
-        self._state = {"line": 1, **base_state(data, self._base_count, None)}
+        # What the snapshot notes of the file (a hash of all of it) is worked out when
+        # one is saved: a short process that appended a row group saves none.
+        self._state = {"line": 1, "base_count": self._base_count}
         if self._count < SNAPSHOT_MIN:
             self.snapshot.remove()
         elif not (
@@ -306,6 +315,7 @@ class ParquetBackend(FileBackend):
             and self._snapshot_kept
             and self._count - self._snapshot_count <= self._snapshot_count // 16
         ):
+            self._state.update(base_state(data, self._base_count, None))
             self.snapshot.save(self._index, b"", 0, {**self._state, "journal_count": 0})
             self._snapshot_count = self._count
             self._snapshot_kept = True

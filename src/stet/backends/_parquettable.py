@@ -1,6 +1,9 @@
-"""The Parquet store's file: pyarrow tables of string columns, read and written.
+"""The Parquet store's file: tables of string columns, read and written.
 
-pyarrow is imported here, and only when a Parquet store is used.
+pyarrow is imported here, and only when it is needed: to write a whole file, and to
+read row groups of another kind than stet appends. A process that starts from a fitting
+index snapshot, records a few runs and folds them as a row group never imports it
+(see `_parquetfooter`).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 import array
 import contextlib
 import hashlib
+import importlib.util
 import itertools
 import json
 import sys
@@ -16,7 +20,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from stet._errors import StoreError
-from stet.backends._parquetfooter import FooterError, append_row_groups
+from stet.backends._parquetfooter import Footer, FooterError, append_rows, group_texts, read_footer
 from stet.backends._records import (
     FUNC,
     HOST,
@@ -38,6 +42,8 @@ __all__ = [
     "merge_tables",
     "pyarrow",
     "read_table",
+    "records_after",
+    "require_pyarrow",
     "table_of",
     "table_records",
     "text_array",
@@ -47,6 +53,22 @@ __all__ = [
 FOLDED = b"stet.journal"
 
 
+_INSTALL = 'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
+
+
+def require_pyarrow() -> None:
+    """Raise the ImportError that says how to install pyarrow, if it is not installed.
+
+    Without importing it (about 0.2 s), which a short process may never need.
+    """
+    try:
+        found = importlib.util.find_spec("pyarrow") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ImportError(_INSTALL)
+
+
 def pyarrow() -> tuple[ModuleType, ModuleType]:
     """Pyarrow and pyarrow.parquet, or an ImportError that says how to install them."""
     try:
@@ -54,9 +76,7 @@ def pyarrow() -> tuple[ModuleType, ModuleType]:
         import pyarrow.compute  # here, not first inside the store lock: cast needs it
         import pyarrow.parquet
     except ImportError:
-        raise ImportError(
-            'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
-        ) from None
+        raise ImportError(_INSTALL) from None
     return pyarrow, pyarrow.parquet
 
 
@@ -79,7 +99,8 @@ def read_table(
     except (pa.ArrowException, OSError) as exc:
         raise bad(f"not a readable Parquet file ({exc})") from None
     # pandas writes large_string or null columns; stet's own writes use string.
-    return table.cast(pa.schema([(n, pa.string()) for n in names])), _folded(parquet, journal)
+    folded = _folded(parquet.metadata.metadata, journal)
+    return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
 
 
 class Layout(NamedTuple):
@@ -88,25 +109,65 @@ class Layout(NamedTuple):
     counts: list[int]  # the rows of each row group
     folded: int  # the journal bytes it holds
     names: list[str]  # its columns, pandas' index too
+    footer: Footer | None  # None: a file only pyarrow reads (stet cannot append to it)
 
 
 def file_layout(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -> Layout:
     """The row groups and columns of the Parquet file, and the journal bytes it holds."""
+    footer = _text_footer(data)
+    if footer is not None:
+        _check_names(footer.names, bad)
+        return Layout(footer.counts, _folded(footer.metadata, journal), footer.names, footer)
     parquet, _ = _open(data, bad)
     meta = parquet.metadata
     counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    return Layout(counts, _folded(parquet, journal), parquet.schema_arrow.names)
+    return Layout(counts, _folded(meta.metadata, journal), parquet.schema_arrow.names, None)
+
+
+def _text_footer(data: bytes) -> Footer | None:
+    """The footer of ``data`` when it is a flat file of text columns, else None."""
+    try:
+        footer = read_footer(data)
+    except FooterError:
+        return None
+    return footer if footer.texts else None
 
 
 def groups_end(data: bytes) -> tuple[int, int]:
     """Where the row groups of the Parquet file ``data`` end, and how many there are.
 
-    They end where the footer starts, which the file's last eight bytes say.
+    Raises:
+        FooterError: ``data`` has no footer stet can read.
     """
-    pa, pq = pyarrow()
-    footer = int.from_bytes(data[-8:-4], "little")
-    groups = pq.ParquetFile(pa.BufferReader(data)).metadata.num_row_groups
-    return len(data) - 8 - footer, groups
+    footer = read_footer(data)
+    return footer.start, len(footer.counts)
+
+
+def records_after(
+    data: bytes, journal: bytes, bad: Callable[[str], StoreError], first_group: int
+) -> tuple[list[Record], int]:
+    """The records of the row groups from ``first_group`` on, and the journal bytes held.
+
+    Row groups stet appended are read without pyarrow; others with it.
+    """
+    footer = _text_footer(data)
+    if footer is not None:
+        _check_names(footer.names, bad)
+        columns: list[list[str | None]] = [[] for _ in footer.names]
+        for group in range(first_group, len(footer.counts)):
+            texts = group_texts(data, footer, group)
+            if texts is None:
+                break
+            for column, values in zip(columns, texts, strict=True):
+                column += values
+        else:
+            names = [n for n in footer.names if not n.startswith("__index_level_")]
+            kept = [c for n, c in zip(footer.names, columns, strict=True) if n in names]
+            rows = zip(*kept, strict=True)
+            records = list(read_records(names, rows, bad, "row {}".format))
+            return records, _folded(footer.metadata, journal)
+    table, folded = read_table(data, journal, bad, first_group)
+    return list(table_records(table, bad)), folded
 
 
 def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
@@ -123,27 +184,36 @@ def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]
     return parquet, _stet_columns(schema, bad)
 
 
-def _folded(parquet: Any, journal: bytes) -> int:
-    """How many bytes of ``journal`` the file's metadata says it holds (0: none)."""
-    meta = parquet.schema_arrow.metadata or {}
-    if FOLDED in meta:
+def _folded(metadata: dict[bytes, bytes] | None, journal: bytes) -> int:
+    """How many bytes of ``journal`` the file's key-value metadata says it holds (0: none).
+
+    Read from the Parquet footer's metadata, not from pyarrow's schema: a fold that
+    appends a row group updates the first and drops the second.
+    """
+    if metadata and FOLDED in metadata:
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            info = json.loads(meta[FOLDED])
+            info = json.loads(metadata[FOLDED])
             size = int(info["bytes"])
             if hashlib.sha256(journal[:size]).hexdigest() == info["sha256"]:
                 return size
     return 0
 
 
-def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
-    """The columns of a Parquet file stet wrote (pandas' index left out), or raise."""
-    pa, _ = pyarrow()
-    names = [n for n in schema.names if not n.startswith("__index_level_")]
+def _check_names(names: list[str], bad: Callable[[str], StoreError]) -> None:
+    """Raise unless ``names`` are the columns of a file stet wrote."""
     if TIMESTAMP not in names:
         raise bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
     for name in names:
         if name.startswith("_stet_") and name not in OWN:
             raise bad(f"unknown column {name!r} (written by a newer stet?)")
+
+
+def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
+    """The columns of a Parquet file stet wrote (pandas' index left out), or raise."""
+    pa, _ = pyarrow()
+    names = [n for n in schema.names if not n.startswith("__index_level_")]
+    _check_names(names, bad)
+    for name in names:
         kind = schema.field(name).type
         if not (
             pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
@@ -156,25 +226,36 @@ def appended(data: bytes, layout: Layout, rows: list[Row], folded: tuple[int, st
     """The Parquet file ``data`` with ``rows`` added as a row group of their own.
 
     None when they cannot simply be added (a column the file lacks, a file another tool
-    wrote): the caller rewrites the whole file. The result is read back before it is
-    trusted: its row count, and the new rows as they were given.
+    wrote with other than text columns): the caller rewrites the whole file. The result
+    is read back before it is trusted: its row count, and the new rows as they were
+    given.
     """
-    pa, pq = pyarrow()
     names = layout.names
-    batch = table_of(rows)
-    if not set(batch.column_names) <= set(names):
+    if layout.footer is None or not set(_columns_of(rows)) <= set(names):
         return None
-    nulls = pa.nulls(len(rows), pa.string())
-    batch = pa.table({n: batch.column(n) if n in batch.column_names else nulls for n in names})
+    columns = [[row.cell(n) for row in rows] for n in names]
+    info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
     try:
-        whole = append_row_groups(data, encode_table(batch, folded))
-        check = pq.ParquetFile(pa.BufferReader(whole))
-        added = check.read_row_group(check.num_row_groups - 1, use_threads=False)
-    except (FooterError, pa.ArrowException, OSError):
+        whole = append_rows(data, layout.footer, columns, {FOLDED: info})
+        check = read_footer(whole)
+    except FooterError:
         return None
-    if check.metadata.num_rows != sum(layout.counts) + len(rows) or not added.equals(batch):
+    added = len(check.counts) - 1
+    if (
+        sum(check.counts) != sum(layout.counts) + len(rows)
+        or group_texts(whole, check, added) != columns
+    ):
         return None
     return whole
+
+
+def _columns_of(rows: list[Row]) -> list[str]:
+    """The columns a table of ``rows`` has: key columns in order of appearance, then stet's."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row.values))
+    own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
+    return [*keys, *own]
 
 
 def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Record]:
@@ -187,11 +268,7 @@ def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Reco
 def table_of(rows: list[Row]) -> Any:
     """A table of ``rows``: key columns in order of appearance, then stet's own."""
     pa, _ = pyarrow()
-    keys: list[str] = []
-    for row in rows:
-        keys += [n for n in row.values if n not in keys]
-    own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
-    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in [*keys, *own]})
+    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in _columns_of(rows)})
 
 
 def text_array(values: list[str | None]) -> Any:
