@@ -31,6 +31,7 @@ from stet.backends._parquetfooter import (  # noqa: E402
     read_footer,
 )
 from stet.backends._parquetpages import decode_chunk, encode_chunk  # noqa: E402
+from stet.backends._parquettable import PLAIN_ROWS  # noqa: E402
 from stet.backends._parquetthrift import Writer  # noqa: E402
 
 RECORD = """
@@ -136,12 +137,12 @@ def test_appended_row_groups_read_back_as_both_files_rows_in_order(
 
 
 @settings(max_examples=60, deadline=None)
-@given(ROWS, st.integers(1, 4))
+@given(ROWS, st.integers(1, 4), st.sampled_from(["none", "gzip"]))
 def test_plain_row_groups_pyarrow_wrote_read_back_without_it(
-    rows: list[list[str | None]], size: int
+    rows: list[list[str | None]], size: int, codec: str
 ) -> None:
     data = _file(
-        _table(["a", "b"], rows), use_dictionary=False, compression="none", row_group_size=size
+        _table(["a", "b"], rows), use_dictionary=False, compression=codec, row_group_size=size
     )
     footer = read_footer(data)
     read = [group_texts(data, footer, g) for g in range(len(footer.counts))]
@@ -152,7 +153,11 @@ def test_plain_row_groups_pyarrow_wrote_read_back_without_it(
 
 def test_row_groups_of_another_kind_are_left_to_pyarrow() -> None:
     rows = [["x", None]] * 50
-    for options in ({"compression": "snappy"}, {"use_dictionary": True, "compression": "none"}):
+    for options in (
+        {"compression": "snappy", "use_dictionary": False},
+        {"use_dictionary": True, "compression": "none"},
+        {"use_dictionary": False, "compression": "none", "data_page_version": "2.0"},
+    ):
         data = _file(_table(["a", "b"], rows), **options)
         assert group_texts(data, read_footer(data), 0) is None
 
@@ -358,6 +363,38 @@ def test_short_processes_on_a_store_with_a_snapshot_never_import_pyarrow(
     assert _rows(store) == list(range(SNAPSHOT_MIN + 10))
     frame = pd.read_parquet(store)
     assert frame.columns.tolist()[:1] == ["i"] and frame["_stet_timestamp"].notna().all()
+
+
+def _codec(store: Path) -> str:
+    return str(pq.read_metadata(store).row_group(0).column(0).compression)
+
+
+def test_a_small_store_is_written_and_read_without_pyarrow(tmp_path: Path) -> None:
+    """Under PLAIN_ROWS there is no snapshot and every process reads the whole file:
+    stet writes it plain, so reading it needs no pyarrow either."""
+    store = tmp_path / "runs.parquet"
+    for first in (0, 5, 10):
+        _record(store, first, 5, RECORD_WITHOUT_PYARROW)
+    assert _rows(store) == list(range(15))
+    assert _codec(store) == "GZIP"
+    assert not Path(f"{store}.journal").exists()
+
+
+def test_a_store_that_grows_past_plain_rows_is_written_compressed_by_pyarrow(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.parquet"
+    base = PLAIN_ROWS - 1000
+    _fill(store, base)
+    assert _codec(store) == "GZIP"
+    # The journal reaches an eighth of the file after base / 8 records: a rewrite, of
+    # more than PLAIN_ROWS rows; the rest is appended at exit, plain.
+    _record(store, base, 3000)
+    meta = pq.read_metadata(store)
+    assert meta.num_row_groups == 2 and meta.row_group(0).num_rows == base + base // 8
+    assert _codec(store) == "SNAPPY"
+    assert meta.row_group(1).column(0).compression == "GZIP"
+    assert _rows(store) == list(range(base + 3000))
 
 
 def test_a_short_process_that_must_rewrite_the_file_at_exit_imports_pyarrow_then(

@@ -39,15 +39,16 @@ from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
 from stet.backends._parquetsnapshot import base_state, snapshot_fits
 from stet.backends._parquettable import (
+    PLAIN_ROWS,
     appended,
+    encode_rows,
     encode_table,
     file_layout,
     merge_tables,
     read_table,
-    records_after,
     require_pyarrow,
+    stored_records,
     table_of,
-    table_records,
 )
 from stet.backends._records import (
     Row,
@@ -148,8 +149,9 @@ class ParquetBackend(FileBackend):
             self._base_count = int(state["base_count"])
             folded = 0
             if base_data:
-                records, folded = records_after(base_data, journal, self.bad, first)
-                self._base_count += index.add_records(records)
+                stored = stored_records(base_data, journal, self.bad, first)
+                folded = stored.folded
+                self._base_count += index.add_records(stored.records)
             start = max(covered, folded)
             parsed = self._parse(journal[start:], start, state if start == covered else {})
             tail = index.add_records(parsed.records)
@@ -160,8 +162,9 @@ class ParquetBackend(FileBackend):
         else:
             folded = 0
             if base_data:
-                table, folded = read_table(base_data, journal, self.bad)
-                self._base_count = self._index.add_records(table_records(table, self.bad))
+                stored = stored_records(base_data, journal, self.bad)
+                folded = stored.folded
+                self._base_count = self._index.add_records(stored.records)
             parsed = self._parse(journal[folded:], folded, {})
             self._journal_count = self._index.add_records(parsed.records)
         self._count = len(self._index)
@@ -200,8 +203,9 @@ class ParquetBackend(FileBackend):
         rows: list[Row] = []
         folded = 0
         if base_data:
-            table, folded = read_table(base_data, journal, self.bad)
-            rows += rows_of(table.column_names, table_records(table, self.bad))
+            stored = stored_records(base_data, journal, self.bad)
+            folded = stored.folded
+            rows += rows_of(stored.names, stored.records)
         parsed = self._parse(journal[folded:], folded, {})
         if parsed.torn:
             self._check_tail(parsed.end, parsed.state)
@@ -288,7 +292,7 @@ class ParquetBackend(FileBackend):
 
     def _rewrite(self, rows: list[Row], what: str = "Nothing was changed.") -> None:
         """Write ``rows`` as the whole Parquet file and empty the journal."""
-        data = encode_table(table_of(rows), None)
+        data = encode_rows(rows, None)
         self._write_file(data, what)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_file)
@@ -345,12 +349,16 @@ class ParquetBackend(FileBackend):
         ):
             data = appended(base_data, layout, new, folded_now)
         added = data is not None
-        if data is None:
-            tables = [read_table(base_data, journal, self.bad)[0]] if base_data else []
+        if data is None and (layout is None or sum(layout.counts) + len(new) < PLAIN_ROWS):
+            old = stored_records(base_data, journal, self.bad) if base_data else None
+            rows = [*rows_of(old.names, old.records), *new] if old else new
+            if not rows:
+                return
+            data = encode_rows(rows, folded_now)
+        if data is None:  # a large file: merged as tables, by pyarrow
+            tables = [read_table(base_data, journal, self.bad)[0]]
             if new:
                 tables.append(table_of(new))
-            if not tables:
-                return
             data = encode_table(merge_tables(tables), folded_now)
         self._write_file(data)
         # The Parquet file now holds the journal (its metadata says so): emptying the

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from stet.backends._parquetpages import decode_chunk, encode_chunk
 from stet.backends._parquetthrift import (
     BINARY,
+    I32,
     I64,
     LIST,
     STRUCT,
@@ -32,7 +33,7 @@ from stet.backends._parquetthrift import (
     put,
 )
 
-__all__ = ["Footer", "FooterError", "append_rows", "group_texts", "read_footer"]
+__all__ = ["Footer", "FooterError", "append_rows", "group_texts", "read_footer", "write_file"]
 
 _MAGIC = b"PAR1"
 
@@ -187,3 +188,39 @@ def append_rows(
     writer.struct(fields)
     parts += [writer.out, len(writer.out).to_bytes(4, "little"), _MAGIC]
     return b"".join(parts)
+
+
+def write_file(
+    names: list[str], columns: list[list[str | None]], metadata: dict[bytes, bytes]
+) -> bytes:
+    """A Parquet file of text columns ``names`` holding ``columns``, as one row group.
+
+    The schema is what pyarrow writes for string columns; the row group is written as
+    `append_rows` adds one (see `_parquetpages`), so no pyarrow is needed.
+    """
+    schema: list[Struct] = [[[_SCHEMA_REPETITION, I32, 0], [_SCHEMA_NAME, BINARY, b"schema"]]]
+    schema[0].append([_SCHEMA_CHILDREN, I32, len(names)])
+    for name in names:
+        schema.append(
+            [
+                [_SCHEMA_TYPE, I32, _BYTE_ARRAY],
+                [_SCHEMA_REPETITION, I32, _OPTIONAL],
+                [_SCHEMA_NAME, BINARY, name.encode("utf-8")],
+                [_SCHEMA_CONVERTED, I32, _UTF8],
+                [_SCHEMA_LOGICAL, STRUCT, [[_LOGICAL_STRING, STRUCT, []]]],
+            ]
+        )
+    fields: Struct = [
+        [1, I32, 2],  # the format version pyarrow writes
+        [_FILE_SCHEMA, LIST, [STRUCT, schema]],
+        [_FILE_NUM_ROWS, I64, 0],
+        [_FILE_ROW_GROUPS, LIST, [STRUCT, []]],
+        [6, BINARY, b"stet"],  # created_by
+        [7, LIST, [STRUCT, [[[1, STRUCT, []]] for _ in names]]],  # order texts by bytes
+    ]
+    writer = Writer()
+    writer.struct(fields)
+    empty = b"".join([_MAGIC, writer.out, len(writer.out).to_bytes(4, "little"), _MAGIC])
+    if not columns or not columns[0]:
+        return empty
+    return append_rows(empty, read_footer(empty), columns, metadata)

@@ -1,20 +1,23 @@
 """Column chunks of optional UTF-8 strings, written and read without pyarrow.
 
 The simplest pages the Parquet format has: one version-1 data page per chunk, values in
-PLAIN encoding (a 4-byte little-endian length, then the bytes), no compression, and
-definition levels (1: a value, 0: null) in the RLE / bit-packed hybrid encoding with a
-4-byte length before them. This is all a fold of a few records needs to add a row group
-(`encode_chunk`), and all a new process needs to read back such row groups
-(`decode_chunk`); pyarrow, its import and its shutdown cost stay out of short processes.
+PLAIN encoding (a 4-byte little-endian length, then the bytes), definition levels (1: a
+value, 0: null) in the RLE / bit-packed hybrid encoding with a 4-byte length before
+them, the page compressed with GZIP (zlib, in the standard library, which every Parquet
+reader supports). This is all stet needs to write a small file or add a row group
+(`encode_chunk`), and to read them back (`decode_chunk`); pyarrow, its import and its
+shutdown cost stay out of short processes.
 
-`decode_chunk` reads any chunk made only of such pages, whoever wrote it, and answers
-None for anything else (dictionary pages, compression, version-2 pages): the caller
-then reads the file with pyarrow, which also reports what is wrong with a damaged one.
+`decode_chunk` reads any chunk made only of such pages, uncompressed or GZIP, whoever
+wrote it, and answers None for anything else (dictionary pages, other codecs,
+version-2 pages): the caller then reads the file with pyarrow, which also reports what
+is wrong with a damaged one.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 from stet.backends._parquetthrift import (
@@ -33,7 +36,9 @@ from stet.backends._parquetthrift import (
 __all__ = ["decode_chunk", "encode_chunk"]
 
 # Values of parquet.thrift's enums and field ids of its structs.
-_BYTE_ARRAY, _UNCOMPRESSED, _DATA_PAGE = 6, 0, 0
+_BYTE_ARRAY, _UNCOMPRESSED, _GZIP, _DATA_PAGE = 6, 0, 2, 0
+_LEVEL = 1  # zlib's fastest: texts of a sweep repeat, and most of the gain is had
+_GZIP_WBITS = 31  # zlib's window bits for a gzip stream (RFC 1952), as Parquet's GZIP
 _PLAIN, _RLE = 0, 3
 _META_TYPE, _META_CODEC, _META_VALUES, _META_DATA_PAGE, _META_DICT_PAGE = 1, 4, 5, 9, 11
 _PAGE_TYPE, _PAGE_SIZE, _PAGE_STORED, _PAGE_DATA = 1, 2, 3, 5
@@ -73,6 +78,8 @@ def encode_chunk(name: str, values: list[str | None], offset: int) -> tuple[byte
             raw = value.encode("utf-8")
             parts += (_LENGTH.pack(len(raw)), raw)
     page = b"".join(parts)
+    packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    stored = packer.compress(page) + packer.flush()
     kinds = [[_DATA_VALUES, I32, len(values)], [_DATA_ENCODING, I32, _PLAIN]]
     kinds += [[_DATA_LEVELS, I32, _RLE], [4, I32, _RLE]]  # 4: repetition levels (none)
     header = Writer()
@@ -80,18 +87,18 @@ def encode_chunk(name: str, values: list[str | None], offset: int) -> tuple[byte
         [
             [_PAGE_TYPE, I32, _DATA_PAGE],
             [_PAGE_SIZE, I32, len(page)],
-            [_PAGE_STORED, I32, len(page)],
+            [_PAGE_STORED, I32, len(stored)],
             [_PAGE_DATA, STRUCT, kinds],
         ]
     )
-    chunk = bytes(header.out) + page
+    chunk = bytes(header.out) + stored
     meta = [
         [_META_TYPE, I32, _BYTE_ARRAY],
         [2, LIST, [I32, [_PLAIN, _RLE]]],
         [3, LIST, [BINARY, [name.encode("utf-8")]]],
-        [_META_CODEC, I32, _UNCOMPRESSED],
+        [_META_CODEC, I32, _GZIP],
         [_META_VALUES, I64, len(values)],
-        [6, I64, len(chunk)],
+        [6, I64, len(header.out) + len(page)],  # uncompressed size
         [7, I64, len(chunk)],
         [_META_DATA_PAGE, I64, offset],
     ]
@@ -106,17 +113,26 @@ def decode_chunk(data: bytes | memoryview, meta: Struct) -> list[str | None] | N
     """
     try:
         return _decode(memoryview(data), meta)
-    except (FooterError, IndexError, ValueError, TypeError, RecursionError, struct.error):
+    except (
+        FooterError,
+        IndexError,
+        ValueError,
+        TypeError,
+        RecursionError,
+        struct.error,
+        zlib.error,
+    ):
         return None
 
 
 def _decode(data: memoryview, meta: Struct) -> list[str | None] | None:
     if (
         get(meta, _META_TYPE) != _BYTE_ARRAY
-        or get(meta, _META_CODEC) != _UNCOMPRESSED
+        or get(meta, _META_CODEC) not in (_UNCOMPRESSED, _GZIP)
         or get(meta, _META_DICT_PAGE) is not None
     ):
         return None
+    packed = get(meta, _META_CODEC) == _GZIP
     total = get(meta, _META_VALUES)
     pos = get(meta, _META_DATA_PAGE)
     out: list[str | None] = []
@@ -125,22 +141,33 @@ def _decode(data: memoryview, meta: Struct) -> list[str | None] | None:
         reader.pos = pos
         header = reader.struct()
         page = get(header, _PAGE_DATA)
-        size = get(header, _PAGE_SIZE)
+        size, stored = get(header, _PAGE_SIZE), get(header, _PAGE_STORED)
         if (
             get(header, _PAGE_TYPE) != _DATA_PAGE
             or page is None
-            or size != get(header, _PAGE_STORED)
+            or (size != stored and not packed)
             or get(page, _DATA_ENCODING) != _PLAIN
             or get(page, _DATA_LEVELS) != _RLE
         ):
             return None
-        end = reader.pos + size
+        end = reader.pos + stored
         if end > len(data):
             return None
         body = data[reader.pos : end]
+        if packed:
+            body = memoryview(_gunzip(body, size))
         _page_values(body, get(page, _DATA_VALUES), out)
         pos = end
     return out if len(out) == total else None
+
+
+def _gunzip(stored: memoryview, size: int) -> bytes:
+    """The ``size`` bytes the GZIP stream ``stored`` holds; raise if it holds others."""
+    unpacker = zlib.decompressobj(_GZIP_WBITS)
+    page = unpacker.decompress(stored, size + 1)  # (no more: a damaged size cannot blow up)
+    if len(page) != size or not unpacker.eof or unpacker.unused_data:
+        raise ValueError("a compressed page that does not hold its size")
+    return page
 
 
 def _page_values(body: memoryview, count: int, out: list[Any]) -> None:

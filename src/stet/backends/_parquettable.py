@@ -1,9 +1,9 @@
 """The Parquet store's file: tables of string columns, read and written.
 
-pyarrow is imported here, and only when it is needed: to write a whole file, and to
-read row groups of another kind than stet appends. A process that starts from a fitting
-index snapshot, records a few runs and folds them as a row group never imports it
-(see `_parquetfooter`).
+pyarrow is imported here, and only when it is needed: to write a file of `PLAIN_ROWS`
+rows or more, and to read row groups of another kind than stet writes. A process on a
+small store, or one that starts from a fitting index snapshot, records a few runs and
+folds them as a row group, never imports it (see `_parquetfooter`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,15 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from stet._errors import StoreError
-from stet.backends._parquetfooter import Footer, FooterError, append_rows, group_texts, read_footer
+from stet.backends._index import SNAPSHOT_MIN
+from stet.backends._parquetfooter import (
+    Footer,
+    FooterError,
+    append_rows,
+    group_texts,
+    read_footer,
+    write_file,
+)
 from stet.backends._records import (
     FUNC,
     HOST,
@@ -41,9 +49,12 @@ __all__ = [
     "groups_end",
     "merge_tables",
     "pyarrow",
+    "PLAIN_ROWS",
+    "Stored",
+    "encode_rows",
     "read_table",
-    "records_after",
     "require_pyarrow",
+    "stored_records",
     "table_of",
     "table_records",
     "text_array",
@@ -51,6 +62,11 @@ __all__ = [
 
 #: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
 FOLDED = b"stet.journal"
+#: Files of fewer rows are written by stet itself (see `_parquetpages`); larger ones by
+#: pyarrow, which encodes a million rows far faster. Below this size there is no index
+#: snapshot, so every process reads the whole file: stet reads its own in less time
+#: than pyarrow takes to import.
+PLAIN_ROWS = SNAPSHOT_MIN
 
 
 _INSTALL = 'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
@@ -143,12 +159,20 @@ def groups_end(data: bytes) -> tuple[int, int]:
     return footer.start, len(footer.counts)
 
 
-def records_after(
-    data: bytes, journal: bytes, bad: Callable[[str], StoreError], first_group: int
-) -> tuple[list[Record], int]:
-    """The records of the row groups from ``first_group`` on, and the journal bytes held.
+class Stored(NamedTuple):
+    """Records read from the Parquet file."""
 
-    Row groups stet appended are read without pyarrow; others with it.
+    names: list[str]  # the columns of their cells (pandas' index left out)
+    records: list[Record]
+    folded: int  # the journal bytes the file holds
+
+
+def stored_records(
+    data: bytes, journal: bytes, bad: Callable[[str], StoreError], first_group: int = 0
+) -> Stored:
+    """The records of the row groups from ``first_group`` on.
+
+    Row groups of the plain kind stet writes are read without pyarrow; others with it.
     """
     footer = _text_footer(data)
     if footer is not None:
@@ -165,9 +189,9 @@ def records_after(
             kept = [c for n, c in zip(footer.names, columns, strict=True) if n in names]
             rows = zip(*kept, strict=True)
             records = list(read_records(names, rows, bad, "row {}".format))
-            return records, _folded(footer.metadata, journal)
+            return Stored(names, records, _folded(footer.metadata, journal))
     table, folded = read_table(data, journal, bad, first_group)
-    return list(table_records(table, bad)), folded
+    return Stored(table.column_names, list(table_records(table, bad)), folded)
 
 
 def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
@@ -234,9 +258,8 @@ def appended(data: bytes, layout: Layout, rows: list[Row], folded: tuple[int, st
     if layout.footer is None or not set(_columns_of(rows)) <= set(names):
         return None
     columns = [[row.cell(n) for row in rows] for n in names]
-    info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
     try:
-        whole = append_rows(data, layout.footer, columns, {FOLDED: info})
+        whole = append_rows(data, layout.footer, columns, _folded_note(folded))
         check = read_footer(whole)
     except FooterError:
         return None
@@ -314,12 +337,29 @@ def merge_tables(tables: Sequence[Any]) -> Any:
     return pa.concat_tables(aligned).combine_chunks()
 
 
+def _folded_note(folded: tuple[int, str] | None) -> dict[bytes, bytes]:
+    """The key-value metadata saying the file holds the journal's first bytes."""
+    if folded is None:
+        return {}
+    return {FOLDED: json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()}
+
+
+def encode_rows(rows: list[Row], folded: tuple[int, str] | None) -> bytes:
+    """The bytes of a Parquet file of ``rows``; ``folded`` notes the journal it holds."""
+    if len(rows) >= PLAIN_ROWS:
+        return encode_table(table_of(rows), folded)
+    names = _columns_of(rows)
+    columns = [[row.cell(n) for row in rows] for n in names]
+    return write_file(names, columns, _folded_note(folded))
+
+
 def encode_table(table: Any, folded: tuple[int, str] | None) -> bytes:
-    """The bytes of a Parquet file of ``table``; ``folded`` notes the journal it holds."""
+    """The bytes of a Parquet file of ``table``, written by pyarrow (see `encode_rows`)."""
     pa, pq = pyarrow()
     if folded is not None:
-        info = json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), FOLDED: info})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **_folded_note(folded)}
+        )
     sink = pa.BufferOutputStream()
     # Dictionary-encode only the columns that repeat; unique texts and timestamps
     # gain nothing from it and cost a third of the write time.
