@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 pd = pytest.importorskip("pandas")
 
 from stet.backends._index import SNAPSHOT_MIN  # noqa: E402
+from stet.backends._parquetfile import PLAIN_ROWS  # noqa: E402
 from stet.backends._parquetfooter import (  # noqa: E402
     FooterError,
     append_rows,
@@ -31,7 +33,6 @@ from stet.backends._parquetfooter import (  # noqa: E402
     read_footer,
 )
 from stet.backends._parquetpages import decode_chunk, encode_chunk  # noqa: E402
-from stet.backends._parquettable import PLAIN_ROWS  # noqa: E402
 from stet.backends._parquetthrift import Writer  # noqa: E402
 
 RECORD = """
@@ -181,6 +182,74 @@ def test_a_damaged_chunk_is_left_to_pyarrow_not_misread(
     assert decode_chunk(whole[:at], meta) is None  # cut short
 
 
+def _page(levels: bytes, values: bytes, count: int, size_field: int | None = None) -> Any:
+    """A file of one hand-made data page, and its chunk's metadata."""
+    body = len(levels).to_bytes(4, "little") + levels + values
+    size = len(body) if size_field is None else size_field
+    header = Writer()
+    header.struct(
+        [
+            [1, 5, 0],
+            [2, 5, size],
+            [3, 5, size],
+            [5, 12, [[1, 5, count], [2, 5, 0], [3, 5, 3], [4, 5, 3]]],
+        ]
+    )
+    data = b"PAR1" + bytes(header.out) + body
+    meta = [[1, 5, 6], [4, 5, 0], [5, 6, count], [9, 6, 4]]
+    return data, meta
+
+
+@pytest.mark.parametrize(
+    ("levels", "size_field"),
+    [
+        (b"\xfe\xff\xff\xff\xff\x1f\x01", None),  # a run of 2**40 levels
+        (b"\xff\xff\xff\xff\xff\x1f\xff", None),  # 2**39 bit-packed groups
+        (b"\x02\x01", 2**40),  # a page of a terabyte
+        (b"\x02\x01", -5),  # of a negative size
+    ],
+    ids=["long-run", "many-groups", "huge-page", "negative-page"],
+)
+def test_a_page_that_claims_more_than_it_holds_is_refused_at_once(
+    levels: bytes, size_field: int | None
+) -> None:
+    data, meta = _page(levels, b"\x01\x00\x00\x00x", 1, size_field)
+    assert decode_chunk(data, meta) is None
+    good, meta = _page(b"\x02\x01", b"\x01\x00\x00\x00x", 1)
+    assert decode_chunk(good, meta) == ["x"]  # (the same page, sound)
+
+
+def test_a_text_too_large_for_stet_s_pages_is_written_by_pyarrow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stet.backends import _parquetpages
+
+    monkeypatch.setattr(_parquetpages, "_PAGE_MAX", 1000)  # (2 GiB, really)
+    store = tmp_path / "runs.parquet"
+    backend = ParquetBackend(store)
+    backend.record({"i": "x" * 2000})
+    assert _codec(store) == "SNAPPY"
+    assert pd.read_parquet(store)["i"].tolist() == ["x" * 2000]
+
+
+def test_a_small_file_keeps_its_column_order_when_runs_are_folded_into_it(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.parquet"
+    backend = ParquetBackend(store)
+    backend.record({"a": 1, "c": 1})
+    backend.record({"a": 2, "b": 2})
+    backend.fold()
+    frame = pd.read_parquet(store)
+    order = ["a", "b", "c", *[c for c in frame.columns if c.startswith("_stet_")]]
+    frame[order].to_parquet(store, index=False)  # someone tidies the columns
+    backend = ParquetBackend(store)
+    backend.record({"a": 3})
+    backend.fold()
+    assert pd.read_parquet(store).columns.tolist() == order
+    assert sorted(pd.read_parquet(store)["a"]) == ["1", "2", "3"]
+
+
 def test_an_appended_file_keeps_the_old_file_s_bytes_and_pandas_reads_it(
     tmp_path: Path,
 ) -> None:
@@ -210,12 +279,34 @@ def test_rows_that_do_not_fit_the_file_are_refused(
         append_rows(data, read_footer(data), columns, {})
 
 
-def _without_field(data: bytes, field: int) -> bytes:
+def _with_footer(data: bytes, change: Callable[[Any], None]) -> bytes:
+    """``data`` with its footer changed in place by ``change``."""
     footer = read_footer(data)
+    change(footer.fields)
     writer = Writer()
-    writer.struct([one for one in footer.fields if one[0] != field])
+    writer.struct(footer.fields)
     out = bytes(writer.out)
     return data[: footer.start] + out + len(out).to_bytes(4, "little") + b"PAR1"
+
+
+def _without_field(data: bytes, field: int) -> bytes:
+    return _with_footer(data, lambda fields: fields.remove(get(fields, field, whole=True)))
+
+
+def _group_without(data: bytes, field: int) -> bytes:
+    def change(fields: Any) -> None:
+        group = get(fields, 4)[1][0]  # 4: the row groups
+        group.remove(get(group, field, whole=True))
+
+    return _with_footer(data, change)
+
+
+def get(fields: Any, field: int, whole: bool = False) -> Any:
+    one = next(f for f in fields if f[0] == field)
+    return one if whole else one[2]
+
+
+_ONE = _file(_table(["a", "b"], [["0", "1"]]))
 
 
 @pytest.mark.parametrize(
@@ -224,10 +315,22 @@ def _without_field(data: bytes, field: int) -> bytes:
         b"PAR1 not a footer PAR1",
         b"",
         _file(_table(["a"], [["0"]]))[:-20] + _file(_table(["a"], [["0"]]))[-8:],  # cut
-        _without_field(_file(_table(["a"], [["0"]])), 4),  # 4: the list of row groups
+        _without_field(_ONE, 4),  # 4: the list of row groups
+        _group_without(_ONE, 1),  # 1: its column chunks
+        _group_without(_ONE, 3),  # 3: its row count
+        _with_footer(_ONE, lambda f: get(get(f, 4)[1][0], 1)[1].pop()),  # a chunk less
         b"PAR1" + b"\x1c" * 100_000 + (100_000).to_bytes(4, "little") + b"PAR1",  # endless
     ],
-    ids=["garbage", "empty", "cut", "no-row-groups", "nested-without-end"],
+    ids=[
+        "garbage",
+        "empty",
+        "cut",
+        "no-row-groups",
+        "group-without-chunks",
+        "group-without-rows",
+        "chunk-missing",
+        "nested-without-end",
+    ],
 )
 def test_a_damaged_footer_is_refused(data: bytes) -> None:
     with pytest.raises(FooterError):

@@ -37,19 +37,9 @@ from stet.backends._filestore import FileBackend, call_if_alive
 from stet.backends._filewrite import repair_torn
 from stet.backends._index import SNAPSHOT_MIN
 from stet.backends._json import object_records, object_text
+from stet.backends._parquetfile import encode_rows, file_layout, folded_file, stored_records
 from stet.backends._parquetsnapshot import base_state, snapshot_fits
-from stet.backends._parquettable import (
-    PLAIN_ROWS,
-    appended,
-    encode_rows,
-    encode_table,
-    file_layout,
-    merge_tables,
-    read_table,
-    require_pyarrow,
-    stored_records,
-    table_of,
-)
+from stet.backends._parquettable import require_pyarrow
 from stet.backends._records import (
     Row,
     rows_of,
@@ -59,7 +49,6 @@ __all__ = ["ParquetBackend"]
 
 _FOLD_MIN = 1000  # journal records before a fold is worth it
 _IDLE = 1.0  # seconds without a record after which a process folds its journal
-_MAX_GROUPS = 64  # row groups a fold may append to; past them it rewrites the file as one
 
 
 class ParquetBackend(FileBackend):
@@ -325,11 +314,9 @@ class ParquetBackend(FileBackend):
             self._snapshot_kept = True
 
     def _fold(self) -> None:
-        """Move the journal's records into the Parquet file. Caller holds the lock.
+        """Move the journal's records into the Parquet file (see `folded_file`).
 
-        A few records (under an eighth of the file, which has few row groups) join the
-        file as a row group of their own: its bytes are copied, not decoded and written
-        again. More, or a file stet cannot add to, and the whole file is rewritten as one.
+        Caller holds the lock.
         """
         if self._torn:
             repair_torn(self)
@@ -340,26 +327,10 @@ class ParquetBackend(FileBackend):
         parsed = self._parse(journal[folded:], folded, {})
         new = list(rows_of(parsed.header, parsed.records))
         folded_now = (len(journal), hashlib.sha256(journal).hexdigest())
-        data = None
-        if (
-            new
-            and layout
-            and len(layout.counts) < _MAX_GROUPS
-            and len(new) * 8 < sum(layout.counts)
-        ):
-            data = appended(base_data, layout, new, folded_now)
-        added = data is not None
-        if data is None and (layout is None or sum(layout.counts) + len(new) < PLAIN_ROWS):
-            old = stored_records(base_data, journal, self.bad) if base_data else None
-            rows = [*rows_of(old.names, old.records), *new] if old else new
-            if not rows:
-                return
-            data = encode_rows(rows, folded_now)
-        if data is None:  # a large file: merged as tables, by pyarrow
-            tables = [read_table(base_data, journal, self.bad)[0]]
-            if new:
-                tables.append(table_of(new))
-            data = encode_table(merge_tables(tables), folded_now)
+        result = folded_file(base_data, journal, layout, new, folded_now, self.bad)
+        if result is None:
+            return
+        data, added = result
         self._write_file(data)
         # The Parquet file now holds the journal (its metadata says so): emptying the
         # journal may fail or be cut by a crash without losing or doubling a run.

@@ -96,7 +96,12 @@ def _read(data: bytes) -> Footer:
         get(c, _SCHEMA_CHILDREN) for c in columns
     ):
         raise FooterError("nested columns")
-    counts = [get(g, _GROUP_NUM_ROWS) for g in get(fields, _FILE_ROW_GROUPS)[1]]
+    counts = []
+    for group in get(fields, _FILE_ROW_GROUPS)[1]:
+        rows, chunks = get(group, _GROUP_NUM_ROWS), get(group, _GROUP_COLUMNS)
+        if not (isinstance(rows, int) and rows >= 0 and len(chunks[1]) == len(columns)):
+            raise FooterError("a row group without its row count or a chunk per column")
+        counts.append(rows)
     pairs = (get(fields, _FILE_METADATA) or [0, []])[1]
     metadata = {bytes(get(kv, 1)): bytes(get(kv, 2) or b"") for kv in pairs}
     return Footer(
@@ -131,8 +136,8 @@ def group_texts(data: bytes, footer: Footer, group: int) -> list[list[str | None
     columns = []
     row_group = get(footer.fields, _FILE_ROW_GROUPS)[1][group]
     for chunk in get(row_group, _GROUP_COLUMNS)[1]:
-        meta = get(chunk, _CHUNK_META)
-        values = None if meta is None else decode_chunk(data, meta)
+        meta = get(chunk, _CHUNK_META) if isinstance(chunk, list) else None
+        values = None if not isinstance(meta, list) else decode_chunk(data, meta)
         if values is None or len(values) != footer.counts[group]:
             return None
         columns.append(values)
@@ -146,7 +151,7 @@ def append_rows(
 
     Args:
         data: a Parquet file of text columns.
-        footer: its footer, as `read_footer` read it (this changes its ``fields``).
+        footer: its footer, as `read_footer` read it.
         columns: the new rows' texts, a list per column of the file, in its order.
         metadata: the key-value metadata of the result, in place of the file's. What
             pyarrow and pandas keep there (their schema, pandas' index) describes the
@@ -170,24 +175,27 @@ def append_rows(
         parts.append(raw)
         chunks.append(chunk)
         pos += len(raw)
-    size = pos - footer.start
     group = [
         [_GROUP_COLUMNS, LIST, [STRUCT, chunks]],
-        [2, I64, size],
+        [2, I64, sum(get(get(c, _CHUNK_META), 6) for c in chunks)],  # uncompressed
         [_GROUP_NUM_ROWS, I64, rows],
         [5, I64, footer.start],
-        [6, I64, size],
+        [6, I64, pos - footer.start],  # as stored
     ]
-    fields = footer.fields
+    fields = [list(field) for field in footer.fields]  # (the caller's stays as it was)
     groups = get(fields, _FILE_ROW_GROUPS)[1]
     put(fields, _FILE_ROW_GROUPS, LIST, [STRUCT, [*groups, group]])
     put(fields, _FILE_NUM_ROWS, I64, sum(footer.counts) + rows)
-    pairs = [[[1, BINARY, k], [2, BINARY, v]] for k, v in metadata.items()]
-    put(fields, _FILE_METADATA, LIST, [STRUCT, pairs])
+    put(fields, _FILE_METADATA, LIST, [STRUCT, _pairs(metadata)])
     writer = Writer()
     writer.struct(fields)
     parts += [writer.out, len(writer.out).to_bytes(4, "little"), _MAGIC]
     return b"".join(parts)
+
+
+def _pairs(metadata: dict[bytes, bytes]) -> list[Struct]:
+    """``metadata`` as the footer's list of ``KeyValue`` structs."""
+    return [[[1, BINARY, k], [2, BINARY, v]] for k, v in metadata.items()]
 
 
 def write_file(
@@ -198,6 +206,8 @@ def write_file(
     The schema is what pyarrow writes for string columns; the row group is written as
     `append_rows` adds one (see `_parquetpages`), so no pyarrow is needed.
     """
+    from stet import __version__  # (here: stet imports its backends as it starts)
+
     schema: list[Struct] = [[[_SCHEMA_REPETITION, I32, 0], [_SCHEMA_NAME, BINARY, b"schema"]]]
     schema[0].append([_SCHEMA_CHILDREN, I32, len(names)])
     for name in names:
@@ -215,7 +225,8 @@ def write_file(
         [_FILE_SCHEMA, LIST, [STRUCT, schema]],
         [_FILE_NUM_ROWS, I64, 0],
         [_FILE_ROW_GROUPS, LIST, [STRUCT, []]],
-        [6, BINARY, b"stet"],  # created_by
+        [_FILE_METADATA, LIST, [STRUCT, _pairs(metadata)]],
+        [6, BINARY, f"stet version {__version__}".encode()],  # created_by
         [7, LIST, [STRUCT, [[[1, STRUCT, []]] for _ in names]]],  # order texts by bytes
     ]
     writer = Writer()

@@ -44,6 +44,7 @@ _META_TYPE, _META_CODEC, _META_VALUES, _META_DATA_PAGE, _META_DICT_PAGE = 1, 4, 
 _PAGE_TYPE, _PAGE_SIZE, _PAGE_STORED, _PAGE_DATA = 1, 2, 3, 5
 _DATA_VALUES, _DATA_ENCODING, _DATA_LEVELS = 1, 2, 3
 _LENGTH = struct.Struct("<I")
+_PAGE_MAX = 2**31 - 1  # page sizes are Thrift i32s
 
 
 def _varint(n: int) -> bytes:
@@ -78,6 +79,8 @@ def encode_chunk(name: str, values: list[str | None], offset: int) -> tuple[byte
             raw = value.encode("utf-8")
             parts += (_LENGTH.pack(len(raw)), raw)
     page = b"".join(parts)
+    if len(page) > _PAGE_MAX // 2:  # (compressed, it may not shrink)
+        raise FooterError(f"a column {name!r} of {len(page)} bytes, too large for one page")
     packer = zlib.compressobj(_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
     stored = packer.compress(page) + packer.flush()
     kinds = [[_DATA_VALUES, I32, len(values)], [_DATA_ENCODING, I32, _PLAIN]]
@@ -143,7 +146,9 @@ def _decode(data: memoryview, meta: Struct) -> list[str | None] | None:
         page = get(header, _PAGE_DATA)
         size, stored = get(header, _PAGE_SIZE), get(header, _PAGE_STORED)
         if (
-            get(header, _PAGE_TYPE) != _DATA_PAGE
+            not 0 <= size <= _PAGE_MAX
+            or not 0 <= stored <= _PAGE_MAX
+            or get(header, _PAGE_TYPE) != _DATA_PAGE
             or page is None
             or (size != stored and not packed)
             or get(page, _DATA_ENCODING) != _PLAIN
@@ -199,13 +204,15 @@ def _read_levels(raw: memoryview, count: int) -> list[bool]:
             raise ValueError("an empty run of definition levels")
         if head & 1:  # bit-packed: groups of eight levels, one byte each
             groups = head >> 1
+            if reader.pos + groups > len(raw) or groups > (count - len(levels) + 7) // 8:
+                raise ValueError("bit-packed levels past their bytes, or more than values")
             bits = int.from_bytes(raw[reader.pos : reader.pos + groups], "little")
             reader.pos += groups
             levels += [bool(bits >> i & 1) for i in range(groups * 8)]
         else:  # a run of one level
             level = reader.byte()
-            if level > 1:
-                raise ValueError("a definition level above 1")
+            if level > 1 or head >> 1 > count - len(levels):
+                raise ValueError("a definition level above 1, or more levels than values")
             levels += [bool(level)] * (head >> 1)
     if reader.pos != len(raw):
         raise ValueError("bytes left over after the definition levels")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stet._errors import StoreError
-from stet.backends._parquettable import file_layout, groups_end
+from stet.backends._parquetfile import file_layout, groups_end
 
 __all__ = ["base_state", "snapshot_fits"]
 

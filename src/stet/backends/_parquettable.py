@@ -1,9 +1,8 @@
-"""The Parquet store's file: tables of string columns, read and written.
+"""The Parquet store's file through pyarrow: tables of string columns, read and written.
 
-pyarrow is imported here, and only when it is needed: to write a file of `PLAIN_ROWS`
-rows or more, and to read row groups of another kind than stet writes. A process on a
-small store, or one that starts from a fitting index snapshot, records a few runs and
-folds them as a row group, never imports it (see `_parquetfooter`).
+pyarrow is imported here, and only when it is needed (see `_parquetfile`). What both
+ways of reading and writing share is here too: which columns stet writes, and the
+metadata note of the journal bytes a file holds.
 """
 
 from __future__ import annotations
@@ -17,18 +16,9 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 from stet._errors import StoreError
-from stet.backends._index import SNAPSHOT_MIN
-from stet.backends._parquetfooter import (
-    Footer,
-    FooterError,
-    append_rows,
-    group_texts,
-    read_footer,
-    write_file,
-)
 from stet.backends._records import (
     FUNC,
     HOST,
@@ -42,19 +32,17 @@ from stet.backends._records import (
 )
 
 __all__ = [
-    "Layout",
-    "appended",
+    "FOLDED",
+    "check_names",
+    "columns_of",
     "encode_table",
-    "file_layout",
-    "groups_end",
+    "folded_note",
+    "journal_held",
     "merge_tables",
     "pyarrow",
-    "PLAIN_ROWS",
-    "Stored",
-    "encode_rows",
+    "pyarrow_file",
     "read_table",
     "require_pyarrow",
-    "stored_records",
     "table_of",
     "table_records",
     "text_array",
@@ -62,11 +50,6 @@ __all__ = [
 
 #: Parquet metadata key: how many journal bytes this file holds, and their SHA-256.
 FOLDED = b"stet.journal"
-#: Files of fewer rows are written by stet itself (see `_parquetpages`); larger ones by
-#: pyarrow, which encodes a million rows far faster. Below this size there is no index
-#: snapshot, so every process reads the whole file: stet reads its own in less time
-#: than pyarrow takes to import.
-PLAIN_ROWS = SNAPSHOT_MIN
 
 
 _INSTALL = 'stet: the Parquet store needs pyarrow. Install it with: pip install "stet[parquet]"'
@@ -108,93 +91,18 @@ def read_table(
         first_group: read the row groups from this one on (the earlier ones are known).
     """
     pa, _ = pyarrow()
-    parquet, names = _open(data, bad)
+    parquet, names = pyarrow_file(data, bad)
     try:
         groups = range(first_group, parquet.num_row_groups)
         table = parquet.read_row_groups(groups, columns=names, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise bad(f"not a readable Parquet file ({exc})") from None
     # pandas writes large_string or null columns; stet's own writes use string.
-    folded = _folded(parquet.metadata.metadata, journal)
+    folded = journal_held(parquet.metadata.metadata, journal)
     return table.cast(pa.schema([(n, pa.string()) for n in names])), folded
 
 
-class Layout(NamedTuple):
-    """What a fold needs of the Parquet file, from one read of its footer."""
-
-    counts: list[int]  # the rows of each row group
-    folded: int  # the journal bytes it holds
-    names: list[str]  # its columns, pandas' index too
-    footer: Footer | None  # None: a file only pyarrow reads (stet cannot append to it)
-
-
-def file_layout(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -> Layout:
-    """The row groups and columns of the Parquet file, and the journal bytes it holds."""
-    footer = _text_footer(data)
-    if footer is not None:
-        _check_names(footer.names, bad)
-        return Layout(footer.counts, _folded(footer.metadata, journal), footer.names, footer)
-    parquet, _ = _open(data, bad)
-    meta = parquet.metadata
-    counts = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-    return Layout(counts, _folded(meta.metadata, journal), parquet.schema_arrow.names, None)
-
-
-def _text_footer(data: bytes) -> Footer | None:
-    """The footer of ``data`` when it is a flat file of text columns, else None."""
-    try:
-        footer = read_footer(data)
-    except FooterError:
-        return None
-    return footer if footer.texts else None
-
-
-def groups_end(data: bytes) -> tuple[int, int]:
-    """Where the row groups of the Parquet file ``data`` end, and how many there are.
-
-    Raises:
-        FooterError: ``data`` has no footer stet can read.
-    """
-    footer = read_footer(data)
-    return footer.start, len(footer.counts)
-
-
-class Stored(NamedTuple):
-    """Records read from the Parquet file."""
-
-    names: list[str]  # the columns of their cells (pandas' index left out)
-    records: list[Record]
-    folded: int  # the journal bytes the file holds
-
-
-def stored_records(
-    data: bytes, journal: bytes, bad: Callable[[str], StoreError], first_group: int = 0
-) -> Stored:
-    """The records of the row groups from ``first_group`` on.
-
-    Row groups of the plain kind stet writes are read without pyarrow; others with it.
-    """
-    footer = _text_footer(data)
-    if footer is not None:
-        _check_names(footer.names, bad)
-        columns: list[list[str | None]] = [[] for _ in footer.names]
-        for group in range(first_group, len(footer.counts)):
-            texts = group_texts(data, footer, group)
-            if texts is None:
-                break
-            for column, values in zip(columns, texts, strict=True):
-                column += values
-        else:
-            names = [n for n in footer.names if not n.startswith("__index_level_")]
-            kept = [c for n, c in zip(footer.names, columns, strict=True) if n in names]
-            rows = zip(*kept, strict=True)
-            records = list(read_records(names, rows, bad, "row {}".format))
-            return Stored(names, records, _folded(footer.metadata, journal))
-    table, folded = read_table(data, journal, bad, first_group)
-    return Stored(table.column_names, list(table_records(table, bad)), folded)
-
-
-def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
+def pyarrow_file(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]]:
     """The Parquet file and its columns (pandas' index left out), checked as stet's."""
     pa, pq = pyarrow()
     try:
@@ -208,7 +116,7 @@ def _open(data: bytes, bad: Callable[[str], StoreError]) -> tuple[Any, list[str]
     return parquet, _stet_columns(schema, bad)
 
 
-def _folded(metadata: dict[bytes, bytes] | None, journal: bytes) -> int:
+def journal_held(metadata: dict[bytes, bytes] | None, journal: bytes) -> int:
     """How many bytes of ``journal`` the file's key-value metadata says it holds (0: none).
 
     Read from the Parquet footer's metadata, not from pyarrow's schema: a fold that
@@ -223,7 +131,7 @@ def _folded(metadata: dict[bytes, bytes] | None, journal: bytes) -> int:
     return 0
 
 
-def _check_names(names: list[str], bad: Callable[[str], StoreError]) -> None:
+def check_names(names: list[str], bad: Callable[[str], StoreError]) -> None:
     """Raise unless ``names`` are the columns of a file stet wrote."""
     if TIMESTAMP not in names:
         raise bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
@@ -236,7 +144,7 @@ def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
     """The columns of a Parquet file stet wrote (pandas' index left out), or raise."""
     pa, _ = pyarrow()
     names = [n for n in schema.names if not n.startswith("__index_level_")]
-    _check_names(names, bad)
+    check_names(names, bad)
     for name in names:
         kind = schema.field(name).type
         if not (
@@ -246,38 +154,15 @@ def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
     return names
 
 
-def appended(data: bytes, layout: Layout, rows: list[Row], folded: tuple[int, str]) -> bytes | None:
-    """The Parquet file ``data`` with ``rows`` added as a row group of their own.
+def columns_of(rows: list[Row], known: Sequence[str] = ()) -> list[str]:
+    """The columns of a table of ``rows``, the ``known`` ones first.
 
-    None when they cannot simply be added (a column the file lacks, a file another tool
-    wrote with other than text columns): the caller rewrites the whole file. The result
-    is read back before it is trusted: its row count, and the new rows as they were
-    given.
+    Key columns in order of appearance, then stet's own.
     """
-    names = layout.names
-    if layout.footer is None or not set(_columns_of(rows)) <= set(names):
-        return None
-    columns = [[row.cell(n) for row in rows] for n in names]
-    try:
-        whole = append_rows(data, layout.footer, columns, _folded_note(folded))
-        check = read_footer(whole)
-    except FooterError:
-        return None
-    added = len(check.counts) - 1
-    if (
-        sum(check.counts) != sum(layout.counts) + len(rows)
-        or group_texts(whole, check, added) != columns
-    ):
-        return None
-    return whole
-
-
-def _columns_of(rows: list[Row]) -> list[str]:
-    """The columns a table of ``rows`` has: key columns in order of appearance, then stet's."""
-    keys: dict[str, None] = {}
+    keys = dict.fromkeys(c for c in known if c not in OWN)
     for row in rows:
         keys.update(dict.fromkeys(row.values))
-    own = [c for c in OWN if c in (TIMESTAMP,) or any(row.cell(c) for row in rows)]
+    own = [c for c in OWN if c == TIMESTAMP or c in known or any(row.cell(c) for row in rows)]
     return [*keys, *own]
 
 
@@ -288,10 +173,11 @@ def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Reco
     return read_records(names, zip(*columns, strict=True), bad, "row {}".format)
 
 
-def table_of(rows: list[Row]) -> Any:
-    """A table of ``rows``: key columns in order of appearance, then stet's own."""
+def table_of(rows: list[Row], known: Sequence[str] = ()) -> Any:
+    """A table of ``rows``, its columns as `_columns_of` orders them."""
     pa, _ = pyarrow()
-    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in _columns_of(rows)})
+    columns = columns_of(rows, known)
+    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in columns})
 
 
 def text_array(values: list[str | None]) -> Any:
@@ -337,20 +223,11 @@ def merge_tables(tables: Sequence[Any]) -> Any:
     return pa.concat_tables(aligned).combine_chunks()
 
 
-def _folded_note(folded: tuple[int, str] | None) -> dict[bytes, bytes]:
+def folded_note(folded: tuple[int, str] | None) -> dict[bytes, bytes]:
     """The key-value metadata saying the file holds the journal's first bytes."""
     if folded is None:
         return {}
     return {FOLDED: json.dumps({"bytes": folded[0], "sha256": folded[1]}).encode()}
-
-
-def encode_rows(rows: list[Row], folded: tuple[int, str] | None) -> bytes:
-    """The bytes of a Parquet file of ``rows``; ``folded`` notes the journal it holds."""
-    if len(rows) >= PLAIN_ROWS:
-        return encode_table(table_of(rows), folded)
-    names = _columns_of(rows)
-    columns = [[row.cell(n) for row in rows] for n in names]
-    return write_file(names, columns, _folded_note(folded))
 
 
 def encode_table(table: Any, folded: tuple[int, str] | None) -> bytes:
@@ -358,7 +235,7 @@ def encode_table(table: Any, folded: tuple[int, str] | None) -> bytes:
     pa, pq = pyarrow()
     if folded is not None:
         table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), **_folded_note(folded)}
+            {**(table.schema.metadata or {}), **folded_note(folded)}
         )
     sink = pa.BufferOutputStream()
     # Dictionary-encode only the columns that repeat; unique texts and timestamps
