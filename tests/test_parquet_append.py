@@ -397,14 +397,23 @@ def test_a_process_that_records_a_few_runs_appends_a_row_group_at_exit(tmp_path:
     assert not backend.has({"i": 203})
 
 
-def test_a_fold_of_an_eighth_of_the_store_or_more_rewrites_it_as_one_row_group(
+def test_a_fold_of_an_eighth_of_a_large_store_or_more_rewrites_it_as_one_row_group(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "runs.parquet"
-    _fill(store, 80)
-    _record(store, 80, 10)  # 10 of 90 rows: more than an eighth
+    _fill(store, PLAIN_ROWS)
+    _record(store, PLAIN_ROWS, PLAIN_ROWS // 8)  # an eighth: folded as it is reached
     assert _groups(store) == 1
-    assert _rows(store) == list(range(90))
+    assert _rows(store) == list(range(PLAIN_ROWS + PLAIN_ROWS // 8))
+
+
+def test_any_fold_into_a_small_store_appends_a_row_group(tmp_path: Path) -> None:
+    """Rewriting a small file would decode and encode every row in Python."""
+    store = tmp_path / "runs.parquet"
+    _fill(store, 80)
+    _record(store, 80, 40)  # half the file
+    assert _groups(store) == 2
+    assert _rows(store) == list(range(120))
 
 
 def test_row_groups_stop_growing_at_the_limit_and_the_file_is_rewritten_as_one(

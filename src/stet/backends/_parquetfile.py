@@ -144,10 +144,11 @@ def folded_file(
 ) -> tuple[bytes, bool] | None:
     """The Parquet file after a fold, and whether ``new`` was only appended to it.
 
-    A few rows (under an eighth of the file, which has fewer than `MAX_GROUPS` row
-    groups) join it as a row group of their own: its bytes are copied, not decoded and
-    written again. More, or a file stet cannot add to, and the whole file is written
-    anew as one row group. None: there is nothing to write.
+    A few rows (under an eighth of the file, or any number while the file stays under
+    `PLAIN_ROWS` rows) join it as a row group of their own, as long as it has fewer than
+    `MAX_GROUPS`: its bytes are copied, not decoded and written again. More, or a file
+    stet cannot add to, and the whole file is written anew as one row group. None:
+    there is nothing to write.
 
     Args:
         data: the Parquet file (empty: none).
@@ -157,11 +158,14 @@ def folded_file(
         folded: the journal bytes the new file holds, and their SHA-256.
         bad: makes the error that names the store.
     """
-    if new and layout and len(layout.counts) < MAX_GROUPS and len(new) * 8 < sum(layout.counts):
+    rows_after = (sum(layout.counts) if layout else 0) + len(new)
+    # A small file too: rewriting it would decode and encode every row in Python.
+    few = rows_after < PLAIN_ROWS or len(new) * 8 < rows_after - len(new)
+    if new and layout and len(layout.counts) < MAX_GROUPS and few:
         whole = appended(data, layout, new, folded)
         if whole is not None:
             return whole, True
-    if layout is None or sum(layout.counts) + len(new) < PLAIN_ROWS:
+    if layout is None or rows_after < PLAIN_ROWS:
         old = stored_records(data, journal, bad) if data else None
         rows = [*rows_of(old.names, old.records), *new] if old else new
         if not rows:
