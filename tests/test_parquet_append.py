@@ -32,7 +32,12 @@ from stet.backends._parquetfooter import (  # noqa: E402
     group_texts,
     read_footer,
 )
-from stet.backends._parquetpages import decode_chunk, encode_chunk  # noqa: E402
+from stet.backends._parquetpages import (  # noqa: E402
+    decode_chunk,
+    encode_chunk,
+    presence_bits,
+)
+from stet.backends._parquettable import text_array  # noqa: E402
 from stet.backends._parquetthrift import Writer  # noqa: E402
 
 RECORD = """
@@ -150,6 +155,16 @@ def test_plain_row_groups_pyarrow_wrote_read_back_without_it(
     assert [row for texts in read if texts for row in zip(*texts, strict=True)] == [
         tuple(r) for r in rows
     ]
+
+
+@given(st.lists(TEXT, max_size=200))
+def test_presence_bits_set_the_bit_of_each_value_that_is_there(values: list[str | None]) -> None:
+    bits = presence_bits(values)
+    assert len(bits) == (len(values) + 7) // 8
+    assert [bool(bits[i // 8] >> i % 8 & 1) for i in range(len(values))] == [
+        v is not None for v in values
+    ]
+    assert text_array(values).to_pylist() == values  # (pyarrow reads them as its bitmap)
 
 
 def test_row_groups_of_another_kind_are_left_to_pyarrow() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from stet.backends._parquetthrift import (
@@ -33,7 +34,7 @@ from stet.backends._parquetthrift import (
     get,
 )
 
-__all__ = ["decode_chunk", "encode_chunk"]
+__all__ = ["decode_chunk", "encode_chunk", "presence_bits"]
 
 # Values of parquet.thrift's enums and field ids of its structs.
 _BYTE_ARRAY, _UNCOMPRESSED, _GZIP, _DATA_PAGE = 6, 0, 2, 0
@@ -53,15 +54,24 @@ def _varint(n: int) -> bytes:
     return bytes(writer.out)
 
 
+def presence_bits(values: Sequence[str | None]) -> bytes:
+    """A bit per value, set where it is not None, the first in the lowest bit.
+
+    Parquet's bit-packed levels and Arrow's validity bitmaps alike. Made from a string
+    of digits: summing ``1 << i`` takes time growing with the square of the length.
+    """
+    digits = "".join(["0" if v is None else "1" for v in reversed(values)])
+    return int(digits or "0", 2).to_bytes((len(values) + 7) // 8, "little")
+
+
 def _levels(values: list[str | None]) -> bytes:
     """The definition levels of ``values``: one run when all agree, else bit-packed."""
     n = len(values)
     nulls = values.count(None)
     if nulls in (0, n):
         return _varint(n << 1) + (b"\x00" if nulls else b"\x01")
-    groups = (n + 7) // 8  # eight levels of one bit per byte, the first in the lowest bit
-    bits = sum(1 << i for i, v in enumerate(values) if v is not None)
-    return _varint(groups << 1 | 1) + bits.to_bytes(groups, "little")
+    groups = (n + 7) // 8  # eight levels of one bit per byte
+    return _varint(groups << 1 | 1) + presence_bits(values)
 
 
 def encode_chunk(name: str, values: list[str | None], offset: int) -> tuple[bytes, Struct]:

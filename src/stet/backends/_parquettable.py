@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from stet._errors import StoreError
+from stet.backends._parquetpages import presence_bits
 from stet.backends._records import (
     FUNC,
     HOST,
@@ -195,10 +196,7 @@ def text_array(values: list[str | None]) -> Any:
     offsets = array.array("i", [0, *itertools.accumulate(map(len, encoded))])
     if sys.byteorder == "big":
         offsets.byteswap()  # Arrow buffers are little-endian
-    valid = None
-    if None in values:
-        bits = sum(1 << i for i, v in enumerate(values) if v is not None)
-        valid = pa.py_buffer(bits.to_bytes((len(values) + 7) // 8, "little"))
+    valid = pa.py_buffer(presence_bits(values)) if None in values else None
     return pa.StringArray.from_buffers(
         len(values), pa.py_buffer(offsets.tobytes()), pa.py_buffer(data), valid
     )
