@@ -24,7 +24,7 @@ from stet.backends._parquetfooter import (
     write_file,
 )
 from stet.backends._parquettable import (
-    check_names,
+    cells,
     columns_of,
     encode_table,
     folded_note,
@@ -32,6 +32,7 @@ from stet.backends._parquettable import (
     merge_tables,
     pyarrow_file,
     read_table,
+    stet_names,
     table_of,
     table_records,
 )
@@ -72,7 +73,7 @@ def file_layout(data: bytes, journal: bytes, bad: Callable[[str], StoreError]) -
     """The row groups and columns of the Parquet file, and the journal bytes it holds."""
     footer = _text_footer(data)
     if footer is not None:
-        check_names(footer.names, bad)
+        stet_names(footer.names, bad)  # (Layout keeps pandas' index: a fold writes it)
         return Layout(footer.counts, journal_held(footer.metadata, journal), footer.names, footer)
     parquet, _ = pyarrow_file(data, bad)
     meta = parquet.metadata
@@ -116,7 +117,7 @@ def stored_records(
     """
     footer = _text_footer(data)
     if footer is not None:
-        check_names(footer.names, bad)
+        names = stet_names(footer.names, bad)
         columns: list[list[str | None]] = [[] for _ in footer.names]
         for group in range(first_group, len(footer.counts)):
             texts = group_texts(data, footer, group)
@@ -125,7 +126,6 @@ def stored_records(
             for column, values in zip(columns, texts, strict=True):
                 column += values
         else:
-            names = [n for n in footer.names if not n.startswith("__index_level_")]
             kept = [c for n, c in zip(footer.names, columns, strict=True) if n in names]
             rows = zip(*kept, strict=True)
             records = list(read_records(names, rows, bad, "row {}".format))
@@ -188,7 +188,7 @@ def appended(data: bytes, layout: Layout, rows: list[Row], folded: tuple[int, st
     names = layout.names
     if layout.footer is None or not set(columns_of(rows)) <= set(names):
         return None
-    columns = [[row.cell(n) for row in rows] for n in names]
+    columns = cells(rows, names)
     try:
         whole = append_rows(data, layout.footer, columns, folded_note(folded))
         check = read_footer(whole)
@@ -216,7 +216,7 @@ def encode_rows(
     """
     if len(rows) < PLAIN_ROWS:
         names = columns_of(rows, known)
-        columns = [[row.cell(n) for row in rows] for n in names]
+        columns = cells(rows, names)
         with contextlib.suppress(FooterError):  # a text too large for stet's pages
             return write_file(names, columns, folded_note(folded))
     return encode_table(table_of(rows, known), folded)

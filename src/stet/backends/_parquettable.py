@@ -34,7 +34,7 @@ from stet.backends._records import (
 
 __all__ = [
     "FOLDED",
-    "check_names",
+    "cells",
     "columns_of",
     "encode_table",
     "folded_note",
@@ -44,6 +44,7 @@ __all__ = [
     "pyarrow_file",
     "read_table",
     "require_pyarrow",
+    "stet_names",
     "table_of",
     "table_records",
     "text_array",
@@ -132,20 +133,21 @@ def journal_held(metadata: dict[bytes, bytes] | None, journal: bytes) -> int:
     return 0
 
 
-def check_names(names: list[str], bad: Callable[[str], StoreError]) -> None:
-    """Raise unless ``names`` are the columns of a file stet wrote."""
+def stet_names(columns: Sequence[str], bad: Callable[[str], StoreError]) -> list[str]:
+    """The ``columns`` of a file stet wrote, pandas' index left out; raise if not stet's."""
+    names = [n for n in columns if not n.startswith("__index_level_")]
     if TIMESTAMP not in names:
         raise bad(f"its columns {names} have no {TIMESTAMP}, so it was not written by stet")
     for name in names:
         if name.startswith("_stet_") and name not in OWN:
             raise bad(f"unknown column {name!r} (written by a newer stet?)")
+    return names
 
 
 def _stet_columns(schema: Any, bad: Callable[[str], StoreError]) -> list[str]:
     """The columns of a Parquet file stet wrote (pandas' index left out), or raise."""
     pa, _ = pyarrow()
-    names = [n for n in schema.names if not n.startswith("__index_level_")]
-    check_names(names, bad)
+    names = stet_names(schema.names, bad)
     for name in names:
         kind = schema.field(name).type
         if not (
@@ -174,11 +176,17 @@ def table_records(table: Any, bad: Callable[[str], StoreError]) -> Iterator[Reco
     return read_records(names, zip(*columns, strict=True), bad, "row {}".format)
 
 
+def cells(rows: list[Row], columns: Sequence[str]) -> list[list[str | None]]:
+    """The texts of ``rows`` in each of ``columns`` (None: the row has none there)."""
+    return [[row.cell(c) for row in rows] for c in columns]
+
+
 def table_of(rows: list[Row], known: Sequence[str] = ()) -> Any:
-    """A table of ``rows``, its columns as `_columns_of` orders them."""
+    """A table of ``rows``, its columns as `columns_of` orders them."""
     pa, _ = pyarrow()
     columns = columns_of(rows, known)
-    return pa.table({c: text_array([row.cell(c) for row in rows]) for c in columns})
+    texts = cells(rows, columns)
+    return pa.table({c: text_array(t) for c, t in zip(columns, texts, strict=True)})
 
 
 def text_array(values: list[str | None]) -> Any:
