@@ -7,6 +7,7 @@ record and exit, pandas reads the file, and a new process skips what is done.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import subprocess
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from stet.backends._parquetfooter import (  # noqa: E402
     append_rows,
     group_texts,
     read_footer,
+    write_file,
 )
 from stet.backends._parquetpages import (  # noqa: E402
     decode_chunk,
@@ -295,11 +297,12 @@ def test_rows_that_do_not_fit_the_file_are_refused(
 
 
 def _with_footer(data: bytes, change: Callable[[Any], None]) -> bytes:
-    """``data`` with its footer changed in place by ``change``."""
+    """``data`` with its footer changed by ``change`` (on a copy: footers read are shared)."""
     footer = read_footer(data)
-    change(footer.fields)
+    fields = copy.deepcopy(footer.fields)
+    change(fields)
     writer = Writer()
-    writer.struct(footer.fields)
+    writer.struct(fields)
     out = bytes(writer.out)
     return data[: footer.start] + out + len(out).to_bytes(4, "little") + b"PAR1"
 
@@ -350,6 +353,17 @@ _ONE = _file(_table(["a", "b"], [["0", "1"]]))
 def test_a_damaged_footer_is_refused(data: bytes) -> None:
     with pytest.raises(FooterError):
         read_footer(data)
+
+
+def test_a_footer_read_again_is_the_one_of_the_bytes_given() -> None:
+    """Footers are kept once read; two files of one length must still read as their own."""
+    first, second = (
+        write_file(["a", "b"], [["1"], [None]], {b"k": value}) for value in (b"one", b"two")
+    )
+    assert len(first) == len(second)
+    assert read_footer(first).metadata == {b"k": b"one"}
+    assert read_footer(second).metadata == {b"k": b"two"}
+    assert read_footer(first).metadata == {b"k": b"one"}
 
 
 _SMALL = _file(_table(["a", "b"], [["1", None], ["2", "x"]]))
