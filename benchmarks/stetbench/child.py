@@ -57,7 +57,13 @@ def run(task: dict[str, Any]) -> dict[str, Any]:
 
 def main(task: dict[str, Any]) -> None:
     """Dispatch a task by its ``kind`` and print its result as one JSON line."""
-    kinds = {"cold": cold, "amortised": amortised, "sweep": sweep, "claim": claim_worker}
+    kinds = {
+        "cold": cold,
+        "amortised": amortised,
+        "sweep": sweep,
+        "claim": claim_worker,
+        "sqlite_pending": sqlite_pending,
+    }
     out = kinds[task["kind"]](task)
     print(json.dumps(out), flush=True)
 
@@ -120,6 +126,15 @@ def pending(g: Any, a0: int, a1: int) -> dict[str, Any]:
         out[f"{name}_left"] = left
         del grid
     return out
+
+
+def sqlite_pending(task: dict[str, Any]) -> dict[str, Any]:
+    """The SQLite floor's ``pending`` over the ``a0 <= a < a1`` x ``seed`` grid."""
+    from stetbench import sqlfloor
+
+    a0, a1 = task["span"]
+    grid = {"a": list(range(a0, a1)), "seed": list(range(SEEDS))}
+    return {"points": (a1 - a0) * SEEDS, **sqlfloor.pending(task["path"], grid)}
 
 
 def amortised(task: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import Any
 from stetbench import child
 from stetbench.floor import RecordFloor, SkipFloor
 from stetbench.plan import CALLS, FUNCS, NAMES_F, SEEDS, STYLES, Plan, new_point, point
+from stetbench.sqlfloor import SqliteFloor
 from stetbench.stores import count_rows, skip_parts
 from stetbench.timing import alternate, chunked, round_ratio, time_calls
 
@@ -56,18 +57,53 @@ class Floors:
             self.decorated[name] = floor(func)
 
 
+class SqliteFloors:
+    """The SQLite floor's databases of one store size, one per benchmark function."""
+
+    def __init__(self, size: int, work: Path) -> None:
+        self.floors: dict[str, SqliteFloor] = {}
+        for name, (_, names, _) in FUNCS.items():
+            floor = SqliteFloor(work / f"sqlite-floor-{name}-{size}.db", len(names))
+            floor.mark(point(names, i) for i in range(size))
+            self.floors[name] = floor
+
+    def path(self, name: str) -> str:
+        return str(self.floors[name].path)
+
+    def skip(self, name: str) -> Any:
+        func, _, key = FUNCS[name]
+        return self.floors[name].skip(func, key)
+
+    def record(self, name: str) -> Any:
+        func, _, key = FUNCS[name]
+        return self.floors[name].record(func, key)
+
+    def close(self) -> None:
+        for floor in self.floors.values():
+            floor.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{floor.path}{suffix}").unlink(missing_ok=True)
+
+
 def _compare(
     sides: dict[str, Any], points: list[tuple[Any, ...]], plan: Plan, keyword: bool
 ) -> dict[str, Any]:
     result = alternate(sides, chunked(points, plan.rounds), keyword)
     result["ratio"] = round_ratio(result)
+    if "sqlite_floor" in sides:
+        result["ratio_sqlite"] = round_ratio(result, floor="sqlite_floor")
     return result
 
 
 def skip_path(
-    stores: dict[str, str], size: int, floors: Floors, plan: Plan, rng: Random
+    stores: dict[str, str],
+    size: int,
+    floors: Floors,
+    plan: Plan,
+    rng: Random,
+    sqlite: SqliteFloors | None = None,
 ) -> dict[str, Any]:
-    """stet and the skip floor on recorded keys, per call style; us and ratio."""
+    """stet and the skip floor (and the SQLite floor) on recorded keys, per call style."""
     out: dict[str, Any] = {}
     calls_before = CALLS[0]
     for style in STYLES:
@@ -77,10 +113,13 @@ def skip_path(
         floor = floors.decorated[fname]
         keyword = style == "keyword"
         warm = [point(names, rng.randrange(size)) for _ in range(plan.warmup)]
-        time_calls(g, warm, keyword)  # the first of these reads the store
-        time_calls(floor, warm, keyword)
+        sides = {"floor": floor, "stet": g}
+        if sqlite is not None:
+            sides["sqlite_floor"] = sqlite.skip(fname)
+        for side in sides.values():
+            time_calls(side, warm, keyword)  # stet's first call reads the store
         points = [point(names, rng.randrange(size)) for _ in range(plan.rounds * plan.skip_calls)]
-        out[style] = _compare({"floor": floor, "stet": g}, points, plan, keyword)
+        out[style] = _compare(sides, points, plan, keyword)
         if style == "positional":
             out["parts"] = skip_parts(g, points[: plan.skip_calls])
     if CALLS[0] != calls_before:
@@ -88,21 +127,25 @@ def skip_path(
     return out
 
 
-def record_path(store: str, size: int, plan: Plan, floor_file: Path) -> dict[str, Any]:
-    """stet and the record floor on new keys (``f(a, seed)``); us and ratio."""
+def record_path(
+    store: str, size: int, plan: Plan, floor_file: Path, sqlite: SqliteFloors | None = None
+) -> dict[str, Any]:
+    """stet and the record floor (and the SQLite floor) on new keys (``f(a, seed)``)."""
     g = decorate(store, "f")
     floor = RecordFloor(floor_file)
     try:
         floor.mark(point(NAMES_F, i) for i in range(size))
-        fl = floor(FUNCS["f"][0])
+        sides = {"floor": floor(FUNCS["f"][0]), "stet": g}
+        if sqlite is not None:
+            sides["sqlite_floor"] = sqlite.record("f")
         warm = [new_point(NAMES_F, j) for j in range(3)]
-        time_calls(g, warm)  # the first new record may set things up
-        time_calls(fl, warm)
+        for side in sides.values():
+            time_calls(side, warm)  # the first new record may set things up
         count = plan.rounds * plan.record_calls
         points = [new_point(NAMES_F, j) for j in range(3, 3 + count)]
         calls_before = CALLS[0]
-        out = _compare({"floor": fl, "stet": g}, points, plan, False)
-        if CALLS[0] - calls_before != 2 * count:
+        out = _compare(sides, points, plan, False)
+        if CALLS[0] - calls_before != len(sides) * count:
             raise SystemExit(f"record path on {store}: bodies ran {CALLS[0] - calls_before} times")
         out["floor_lock"] = floor.lock_kind
         out["recorded"] = count + len(warm)
@@ -180,6 +223,12 @@ def pending_only(store: str, points: int, span: tuple[int, int]) -> dict[str, An
     task = {"kind": "cold", "store": store, "func": "f", "point": point(NAMES_F, 0)}
     result = child.run({**task, "pending": span})
     return {**result["pending"], "store_records": points}
+
+
+def sqlite_pending(path: str, points: int, span: tuple[int, int]) -> dict[str, Any]:
+    """The SQLite floor's ``pending`` (dict of lists) in a fresh process."""
+    result = child.run({"kind": "sqlite_pending", "path": path, "span": span})
+    return {**result, "store_records": points}
 
 
 def sweep(store: str, plan: Plan) -> dict[str, Any]:

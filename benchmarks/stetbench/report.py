@@ -42,6 +42,16 @@ def _us_ratio(entry: dict[str, Any]) -> str:
     return f"{num(entry['stet']['median_us'])} ({num(entry['ratio'])}x)"
 
 
+def _sqlite_floor(stores: dict[str, Any], size: int, path: str, style: str | None) -> str:
+    """The SQLite floor's median and stet's ratio to it, or "" where not measured."""
+    entry = stores.get("sqlite", {}).get(str(size), {}).get(path, {})
+    if style is not None:
+        entry = entry.get(style, {})
+    if "sqlite_floor" not in entry:
+        return ""
+    return f"{num(entry['sqlite_floor']['median_us'])} (stet {num(entry['ratio_sqlite'])}x)"
+
+
 def header(results: dict[str, Any]) -> str:
     m = results["machine"]
     imp = results["import"]
@@ -73,6 +83,9 @@ def skip_table(results: dict[str, Any]) -> str:
             rows.append([f"{LABELS[ext]}, {STYLE_LABELS[style]}", *cells])
         floor = [num(stores["csv"][str(s)]["skip"][style]["floor"]["median_us"]) for s in sizes]
         rows.append([f"floor, {STYLE_LABELS[style]} (with CSV)", *floor])
+        sqlite = [_sqlite_floor(stores, s, "skip", style) for s in sizes]
+        if any(sqlite):
+            rows.append([f"SQLite floor, {STYLE_LABELS[style]}", *sqlite])
     parts = []
     for ext, block in stores.items():
         top = block[max(block, key=int)]["skip"].get("parts") or {}
@@ -101,6 +114,9 @@ def record_table(results: dict[str, Any]) -> str:
             rows.append([f"{LABELS[ext]}, in this process", *cells])
     floor = [num(stores["csv"][str(s)]["record"]["floor"]["median_us"]) for s in sizes]
     rows.append(["record floor (with CSV)", *floor])
+    sqlite = [_sqlite_floor(stores, s, "record", None) for s in sizes]
+    if any(sqlite):
+        rows.append(["SQLite floor", *sqlite])
     for ext, block in stores.items():
         if any("amortised" in block.get(str(s), {}) for s in sizes):
             cells = []
@@ -171,6 +187,18 @@ def pending_table(results: dict[str, Any]) -> str:
         ]
         for ext, p in pend.items()
     ]
+    floor = _pending_floor(results)
+    if floor is not None:
+        rows.append(
+            [
+                "SQLite floor",
+                f"{floor['points']:,}",
+                num(floor["dict_s"]),
+                "",
+                "",
+                f"{floor['dict_left']:,}",
+            ]
+        )
     note = ""
     if "pg_pending" in results and results["pg_pending"]["points"] < results["plan"]["big"]:
         note = (
@@ -185,6 +213,12 @@ def pending_table(results: dict[str, Any]) -> str:
         )
         + note
     )
+
+
+def _pending_floor(results: dict[str, Any]) -> dict[str, Any] | None:
+    big = results["stores"].get("sqlite", {}).get(str(results["plan"]["big"]), {})
+    found: dict[str, Any] | None = big.get("pending_floor")
+    return found
 
 
 def sweep_table(results: dict[str, Any]) -> str:

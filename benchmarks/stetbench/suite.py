@@ -3,10 +3,12 @@
 For each store size: fill a store per file format for ``f(a, seed)`` and one for
 ``train(alpha, seed, epochs=10)``; first the cold starts (the first fresh process must
 be the first to read the store just written), then the skip path, the amortised record
-sweep in a child, then the in-process record path. PostgreSQL (``--postgres URL``) gets
-the skip and record paths at its sizes and ``pending`` on its own table. Then the
-big-store figures (1,000,000 records in the full plan), sweeps, the memoizers, and the
-claims scenarios. Tables made in PostgreSQL are dropped at the end.
+sweep in a child, then the in-process record path. SQLite's skip and record paths are
+also timed against the SQLite floor (`sqlfloor`), and at the big size its ``pending``.
+PostgreSQL (``--postgres URL``) gets the skip and record paths at its sizes and
+``pending`` on its own table. Then the big-store figures (1,000,000 records in the full
+plan), sweeps, the memoizers, and the claims scenarios. Tables made in PostgreSQL are
+dropped at the end.
 """
 
 from __future__ import annotations
@@ -119,15 +121,25 @@ def sizes(ctx: Context) -> dict[str, Any]:
                 span = grid_span(size) if size == plan.big else None
                 entry["cold"] = measure.cold_start(stores["f"], size, plan.cold_repeats, span)
             check_filled(stores["f"], Rows(NAMES_F, size))
-            entry["skip"] = measure.skip_path(stores, size, floors, plan, ctx.rng)
-            if ext != PG:
-                n = plan.parquet_amortised_calls if ext == "parquet" else plan.amortised_calls
-                entry["amortised"] = measure.amortised(
-                    stores["f"], size, n, plan.amortised_limit_s, before=size
-                )
-            if ext != "parquet":
-                floor_file = ctx.work / f"floor-{ext}-{size}.log"
-                entry["record"] = measure.record_path(stores["f"], size, plan, floor_file)
+            sqlite = measure.SqliteFloors(size, ctx.work) if ext == "sqlite" else None
+            try:
+                entry["skip"] = measure.skip_path(stores, size, floors, plan, ctx.rng, sqlite)
+                if sqlite is not None and size == plan.big:
+                    span = grid_span(size)
+                    entry["pending_floor"] = measure.sqlite_pending(sqlite.path("f"), size, span)
+                if ext != PG:
+                    n = plan.parquet_amortised_calls if ext == "parquet" else plan.amortised_calls
+                    entry["amortised"] = measure.amortised(
+                        stores["f"], size, n, plan.amortised_limit_s, before=size
+                    )
+                if ext != "parquet":
+                    floor_file = ctx.work / f"floor-{ext}-{size}.log"
+                    entry["record"] = measure.record_path(
+                        stores["f"], size, plan, floor_file, sqlite
+                    )
+            finally:
+                if sqlite is not None:
+                    sqlite.close()
             out[ext][str(size)] = entry
             for store in stores.values():
                 ctx.discard(store)

@@ -110,6 +110,8 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                     on_ratio=True,
                     measured_ratio=s["ratio"],
                 )
+            if ext == "sqlite":
+                yield from _against_sqlite(block, f"skip {STYLE_LABELS[style]}", "skip", style)
             if len(sizes) > 1 and limit:
                 # Growth counts from the floor's own cost at most: a skip that beats the
                 # floor on a small store must not make the large store look less flat.
@@ -140,6 +142,8 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                 limit=limit,
                 measured_ratio=r["ratio"],
             )
+        if ext == "sqlite":
+            yield from _against_sqlite(block, "record f(a, seed)", "record", None)
         if len(sizes) > 1 and limit:
             first, last = (block[s]["record"]["stet"]["median_us"] for s in (sizes[0], sizes[-1]))
             yield Figure(
@@ -181,7 +185,28 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
                 limit=t.flat,
             )
     yield from _big(results)
+    yield from _pending_against_sqlite(results)
     yield from _claims(results)
+
+
+def _against_sqlite(
+    block: dict[str, Any], measure: str, path: str, style: str | None
+) -> Iterator[Figure]:
+    """stet's SQLite figures against the SQLite floor (`sqlfloor`), where measured."""
+    for size in _sizes(block):
+        entry = block[size].get(path, {})
+        if style is not None:
+            entry = entry.get(style, {})
+        if "sqlite_floor" in entry:
+            yield Figure(
+                f"{measure} vs the SQLite floor",
+                LABELS["sqlite"],
+                f"{int(size):,}",
+                entry["stet"]["median_us"],
+                "us",
+                floor=entry["sqlite_floor"]["median_us"],
+                measured_ratio=entry["ratio_sqlite"],
+            )
 
 
 def _scaled(limit: float, n: int) -> tuple[float, str]:
@@ -238,6 +263,25 @@ def _big(results: dict[str, Any]) -> Iterator[Figure]:
                 note=grid_note if right else f"yielded {p[f'{form}_left']:,}, not half",
                 ok=None if right else False,
             )
+
+
+def _pending_against_sqlite(results: dict[str, Any]) -> Iterator[Figure]:
+    big = results["stores"].get("sqlite", {}).get(str(results["plan"]["big"]), {})
+    stet = results["big"].get("sqlite", {}).get("pending")
+    floor = big.get("pending_floor")
+    if stet is None or floor is None:
+        return
+    right = floor["dict_left"] == floor["points"] // 2
+    yield Figure(
+        "pending, dict of lists, vs the SQLite floor",
+        LABELS["sqlite"],
+        f"{floor['points']:,}",
+        stet["dict_s"],
+        "s",
+        floor=floor["dict_s"],
+        note="" if right else f"the floor yielded {floor['dict_left']:,}, not half",
+        ok=None if right else False,
+    )
 
 
 def _claims(results: dict[str, Any]) -> Iterator[Figure]:
