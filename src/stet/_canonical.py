@@ -239,9 +239,16 @@ def format_types(names: tuple[str, ...], tags: tuple[str, ...]) -> str:
 
     The separator is ``;`` so that a CSV writer never needs to quote the cell.
     """
-    if not names:
-        return "-"
-    return ";".join(f"{n}={t}" for n, t in zip(names, tags, strict=True))
+    found = _types_texts.get((names, tags))
+    if found is None:
+        found = ";".join(f"{n}={t}" for n, t in zip(names, tags, strict=True)) if names else "-"
+        if len(_types_texts) < _TYPES_TEXTS:  # a function has few; a flood is not kept
+            _types_texts[(names, tags)] = found
+    return found
+
+
+_types_texts: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+_TYPES_TEXTS = 4096
 
 
 _types_cache: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}

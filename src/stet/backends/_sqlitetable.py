@@ -10,11 +10,22 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from stet._identity import Identity
 from stet.backends._index import Index
-from stet.backends._records import FUNC, OWN, TIMESTAMP, TYPES, Row, read_records, rows_of, utc_now
+from stet.backends._records import (
+    FUNC,
+    OWN,
+    PROVENANCE,
+    TIMESTAMP,
+    TYPES,
+    Row,
+    read_records,
+    rows_of,
+    utc_now,
+)
 from stet.backends._sqlschema import KEY, check_columns, quote
 
 if TYPE_CHECKING:
@@ -125,20 +136,24 @@ def insert(
     a record already there (also as a text-matched or function-less record) is
     left alone, and many records cost one call.
     """
-    names = list(dict.fromkeys(n for i in idents for n in i.names))
+    names = list(dict.fromkeys(chain.from_iterable(i.names for i in idents)))
     if not store._columns or any(n not in store._columns for n in names):
         ensure_table(store, conn, names)  # else the table was seen with these columns
-    stamp = utc_now()
+    # The cells every record of this call shares: its time and the provenance given.
+    provided = extra or {}
+    given = [c for c in PROVENANCE if provided.get(c) is not None]
+    shared = (TIMESTAMP, *given)
+    shared_cells = (utc_now(), *(provided[c] for c in given))
     kinds = Index()
     batches: dict[tuple[str, ...], list[tuple[str | None, ...]]] = {}
     for ident in idents:
-        cells: dict[str, str | None] = {FUNC: ident.func, TYPES: ident.types, TIMESTAMP: stamp}
-        if extra:
-            cells.update(extra)
-        own = [c for c in OWN if cells.get(c) is not None]
-        keys = store._known_keys(ident)
+        keys = store._known_keys(ident)  # the first is the record's own digest
+        if ident.func is None:  # a function-less record leaves _stet_func NULL
+            own, own_cells = (TYPES, *shared), (ident.types, *shared_cells)
+        else:
+            own, own_cells = (FUNC, TYPES, *shared), (ident.func, ident.types, *shared_cells)
         layout = (*ident.names, *own, KEY, *("?" * len(keys)))  # "?": one per key looked for
-        values = (*ident.texts, *(cells[c] for c in own), f"{ident.digest:032x}", *keys)
+        values = (*ident.texts, *own_cells, keys[0], *keys)
         batches.setdefault(layout, []).append(values)
         if ident.func is None or ident.is_text:
             kinds.note(ident.func, ident.is_text)
