@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stetbench.plan import LABELS, STYLE_LABELS, STYLES
-from stetbench.summary import Figure, figures
+from stetbench.summary import Figure, figures, pending_floor, sqlite_timed
 
 
 def num(value: float | None) -> str:
@@ -44,9 +44,7 @@ def _us_ratio(entry: dict[str, Any]) -> str:
 
 def _sqlite_floor(stores: dict[str, Any], size: int, path: str, style: str | None) -> str:
     """The SQLite floor's median and stet's ratio to it, or "" where not measured."""
-    entry = stores.get("sqlite", {}).get(str(size), {}).get(path, {})
-    if style is not None:
-        entry = entry.get(style, {})
+    entry = sqlite_timed(stores.get("sqlite", {}).get(str(size), {}), path, style)
     if "sqlite_floor" not in entry:
         return ""
     return f"{num(entry['sqlite_floor']['median_us'])} (stet {num(entry['ratio_sqlite'])}x)"
@@ -187,7 +185,7 @@ def pending_table(results: dict[str, Any]) -> str:
         ]
         for ext, p in pend.items()
     ]
-    floor = _pending_floor(results)
+    floor = pending_floor(results)
     if floor is not None:
         rows.append(
             [
@@ -213,12 +211,6 @@ def pending_table(results: dict[str, Any]) -> str:
         )
         + note
     )
-
-
-def _pending_floor(results: dict[str, Any]) -> dict[str, Any] | None:
-    big = results["stores"].get("sqlite", {}).get(str(results["plan"]["big"]), {})
-    found: dict[str, Any] | None = big.get("pending_floor")
-    return found
 
 
 def sweep_table(results: dict[str, Any]) -> str:

@@ -42,6 +42,11 @@ _PRAGMAS = (
 )
 
 
+def _columns(width: int) -> list[str]:
+    """The key columns of the floor's table, one per key parameter."""
+    return [f"k{i}" for i in range(width)]
+
+
 class SqliteFloor:
     """A database of completed runs of one function, keyed by ``width`` values."""
 
@@ -50,7 +55,7 @@ class SqliteFloor:
         self.conn = sqlite3.connect(path, isolation_level=None)
         for pragma in _PRAGMAS:
             self.conn.execute(pragma)
-        columns = [f"k{i}" for i in range(width)]
+        columns = _columns(width)
         listed = ", ".join(columns)
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({listed}, at TEXT)")
         self.conn.execute(f"CREATE UNIQUE INDEX IF NOT EXISTS runs_key ON runs ({listed})")
@@ -108,9 +113,7 @@ def pending(path: str, grid: dict[str, list[Any]]) -> dict[str, Any]:
     gc.disable()
     start = time.perf_counter()
     conn = sqlite3.connect(path)
-    width = len(grid)
-    columns = ", ".join(f"k{i}" for i in range(width))
-    done = set(conn.execute(f"SELECT {columns} FROM runs"))
+    done = set(conn.execute(f"SELECT {', '.join(_columns(len(grid)))} FROM runs"))
     names = list(grid)
     left = [dict(zip(names, p, strict=True)) for p in product(*grid.values()) if p not in done]
     seconds = time.perf_counter() - start

@@ -189,14 +189,26 @@ def figures(results: dict[str, Any]) -> Iterator[Figure]:
     yield from _claims(results)
 
 
+def sqlite_timed(sized: dict[str, Any], path: str, style: str | None) -> dict[str, Any]:
+    """The timings of ``path`` ("skip" with a call ``style``, or "record") in one size's
+    results; they hold ``sqlite_floor`` where the SQLite floor was timed with stet."""
+    entry: dict[str, Any] = sized.get(path, {})
+    return entry.get(style, {}) if style is not None else entry
+
+
+def pending_floor(results: dict[str, Any]) -> dict[str, Any] | None:
+    """The SQLite floor's ``pending`` at the big size, if it was measured."""
+    big = results["stores"].get("sqlite", {}).get(str(results["plan"]["big"]), {})
+    found: dict[str, Any] | None = big.get("pending_floor")
+    return found
+
+
 def _against_sqlite(
     block: dict[str, Any], measure: str, path: str, style: str | None
 ) -> Iterator[Figure]:
     """stet's SQLite figures against the SQLite floor (`sqlfloor`), where measured."""
     for size in _sizes(block):
-        entry = block[size].get(path, {})
-        if style is not None:
-            entry = entry.get(style, {})
+        entry = sqlite_timed(block[size], path, style)
         if "sqlite_floor" in entry:
             yield Figure(
                 f"{measure} vs the SQLite floor",
@@ -266,9 +278,8 @@ def _big(results: dict[str, Any]) -> Iterator[Figure]:
 
 
 def _pending_against_sqlite(results: dict[str, Any]) -> Iterator[Figure]:
-    big = results["stores"].get("sqlite", {}).get(str(results["plan"]["big"]), {})
     stet = results["big"].get("sqlite", {}).get("pending")
-    floor = big.get("pending_floor")
+    floor = pending_floor(results)
     if stet is None or floor is None:
         return
     right = floor["dict_left"] == floor["points"] // 2
