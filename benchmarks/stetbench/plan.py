@@ -131,7 +131,8 @@ class Plan:
     amortised_calls: int  # new records per child process (CSV, JSON, SQLite)
     parquet_amortised_calls: int
     amortised_limit_s: float  # a child stops recording after this long
-    cold_repeats: int  # fresh processes after the first and second
+    cold_repeats: int  # fresh processes after the first and second (each times pending)
+    amortised_repeats: int  # fresh processes recording new runs, per store; the median
     import_repeats: int
     sweep_a: int  # the sweep is sweep_a x SEEDS points
     pg_sizes: tuple[int, ...]  # PostgreSQL skip/record sizes
@@ -166,6 +167,7 @@ FULL = Plan(
     parquet_amortised_calls=300,
     amortised_limit_s=60.0,
     cold_repeats=3,
+    amortised_repeats=3,
     import_repeats=7,
     sweep_a=1_000,
     pg_sizes=(1_000, 10_000, 100_000),
@@ -197,6 +199,7 @@ QUICK = Plan(
     parquet_amortised_calls=25,
     amortised_limit_s=15.0,
     cold_repeats=0,
+    amortised_repeats=1,
     import_repeats=3,
     sweep_a=50,
     pg_sizes=(1_000, 10_000),

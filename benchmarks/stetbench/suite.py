@@ -126,11 +126,18 @@ def sizes(ctx: Context) -> dict[str, Any]:
                 entry["skip"] = measure.skip_path(stores, size, floors, plan, ctx.rng, sqlite)
                 if sqlite is not None and size == plan.big:
                     span = grid_span(size)
-                    entry["pending_floor"] = measure.sqlite_pending(sqlite.path("f"), size, span)
+                    entry["pending_floor"] = measure.sqlite_pending(
+                        sqlite.path("f"), size, span, 1 + plan.cold_repeats
+                    )
                 if ext != PG:
                     n = plan.parquet_amortised_calls if ext == "parquet" else plan.amortised_calls
                     entry["amortised"] = measure.amortised(
-                        stores["f"], size, n, plan.amortised_limit_s, before=size
+                        stores["f"],
+                        size,
+                        n,
+                        plan.amortised_limit_s,
+                        before=size,
+                        repeats=plan.amortised_repeats,
                     )
                 if ext != "parquet":
                     floor_file = ctx.work / f"floor-{ext}-{size}.log"
@@ -171,4 +178,4 @@ def pg_pending(ctx: Context) -> dict[str, Any]:
     progress(f"PostgreSQL, {n:,} records: fill, pending over a {n:,}-point grid")
     url = ctx.store(PG, f"pending_{n}")
     ctx.fill(url, Rows(NAMES_F, n), "f", f"{PG} f {n}")
-    return measure.pending_only(url, n, grid_span(n))
+    return measure.pending_only(url, n, grid_span(n), 1 + ctx.plan.cold_repeats)
