@@ -207,11 +207,12 @@ def medians(samples: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, f
 
 def pending_of(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
     """The median `child.pending` of several processes; they must agree on what is left."""
-    timed = tuple(k for k in runs[0] if k.endswith("_s"))
-    for key in (k for k in runs[0] if not k.endswith("_s")):
+    counts = [k for k in runs[0] if k == "points" or k.endswith("_left")]
+    for key in counts:
         if len({run[key] for run in runs}) != 1:
             raise SystemExit(f"pending on {where}: {key} differs between processes")
-    return {**runs[0], **medians(runs, timed), "samples": len(runs)}
+    timed = tuple(k for k in runs[0] if k.endswith("_s"))
+    return {**{k: runs[0][k] for k in counts}, **medians(runs, timed), "samples": len(runs)}
 
 
 def cold_start(
