@@ -212,7 +212,8 @@ def pending_of(runs: list[dict[str, Any]], where: str) -> dict[str, Any]:
         if len({run[key] for run in runs}) != 1:
             raise SystemExit(f"pending on {where}: {key} differs between processes")
     timed = tuple(k for k in runs[0] if k.endswith("_s"))
-    return {**{k: runs[0][k] for k in counts}, **medians(runs, timed), "samples": len(runs)}
+    samples = [{k: run[k] for k in timed} for run in runs]
+    return {**{k: runs[0][k] for k in counts}, **medians(runs, timed), "samples": samples}
 
 
 def cold_start(

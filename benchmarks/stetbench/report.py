@@ -218,7 +218,7 @@ def pending_table(results: dict[str, Any]) -> str:
     return (
         table(
             "pending(grid): seconds for a grid of which the store holds half, "
-            + _processes(p.get("samples", 1) for p in pend.values()),
+            + _processes(len(p.get("samples", [p])) for p in pend.values()),
             ["store", "points", "dict of lists", "list of tuples", "list of dicts", "yielded"],
             rows,
         )
