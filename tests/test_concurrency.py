@@ -193,3 +193,36 @@ def test_a_new_sqlite_connection_told_no_such_table_after_seeing_it_looks_again(
     fresh.record({"a": 2})
     assert not failures
     assert fresh.has({"a": 1}) and fresh.has({"a": 2})
+
+
+# Regression: the same stale "no such table", while another thread of the process (the
+# in-process reader of test_readers_never_see_a_torn_record, in a full run of the suite)
+# emptied the backend's shared list of columns to read the schema again. The opening
+# connection judged by that shared list that it had never seen the table, and the
+# record failed with "cannot use ... as a SQLite store: no such table: stet_records".
+# The other thread's step is taken here at the moment the race needs it.
+
+
+def test_a_stale_sqlite_connection_looks_again_while_another_thread_forgets_the_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from stet.backends import _sqliteopen
+
+    store = tmp_path / "runs.sqlite"
+    get_backend(store).record({"a": 1})
+    real_upgrade = _sqliteopen.upgrade
+    fresh = get_backend(store)
+    failures = [sqlite3.OperationalError("no such table: stet_records")]
+
+    def upgrade_stale_as_another_thread_forgets(*args: Any) -> None:
+        if failures:
+            fresh._columns = []  # another thread, about to read the schema again
+            raise failures.pop()
+        real_upgrade(*args)
+
+    monkeypatch.setattr(_sqliteopen, "upgrade", upgrade_stale_as_another_thread_forgets)
+    fresh.record({"a": 2})
+    assert not failures
+    assert fresh.has({"a": 1}) and fresh.has({"a": 2})

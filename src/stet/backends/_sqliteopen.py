@@ -99,6 +99,9 @@ def _open(store: SqliteBackend, last: bool = False) -> sqlite3.Connection:
     target = real_path(store.file)
     writable = can_write(store, target)
     conn: sqlite3.Connection | None = None
+    # The columns this connection found. store._columns is shared by the threads of the
+    # process, and another thread may empty it (to read the schema again) at any time.
+    seen: list[str] = []
     try:
         if writable:
             directory = os.path.dirname(target)
@@ -107,7 +110,7 @@ def _open(store: SqliteBackend, last: bool = False) -> sqlite3.Connection:
             conn = connect(store, f"file:{_uri_path(target)}")
             # Look before touching anything: a database stet does not understand
             # must keep every byte, and switching the journal mode writes.
-            store._columns = read_columns(store, conn)
+            seen = store._columns = read_columns(store, conn)
             wal(store, conn)
             # WAL with synchronous=NORMAL: a commit survives a crash of the process;
             # only a power loss may undo the last commits, never corrupt the file.
@@ -116,17 +119,17 @@ def _open(store: SqliteBackend, last: bool = False) -> sqlite3.Connection:
             # log between checkpoints (32 MB, not 4) copies pages back and syncs less
             # often: records into a 1M-record store average 82 us instead of 104.
             conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
-            if store._columns:
-                upgrade(store, conn)
+            if seen:
+                upgrade(store, conn, seen)
         else:
             conn = open_readonly(store, target)
-            store._columns = read_columns(store, conn)
+            seen = store._columns = read_columns(store, conn)
         read_kinds(store, conn)
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()  # else Windows keeps the rejected file locked
         text = str(exc)
-        if "no such table" in text and store._columns and not last:
+        if "no such table" in text and seen and not last:
             raise _StaleSchema from None
         if writable and os.path.exists(target) and ("disk I/O" in text or "full" in text):
             # A full disk: SQLite cannot even create its -shm file. Read what is there;
@@ -193,13 +196,14 @@ def wal(store: SqliteBackend, conn: sqlite3.Connection) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def upgrade(store: SqliteBackend, conn: sqlite3.Connection) -> None:
+def upgrade(store: SqliteBackend, conn: sqlite3.Connection, columns: list[str]) -> None:
     """Bring a table of stet 0.0.x or 0.1 up to date; fill keys other tools left NULL.
 
     stet 0.1 computed ``_stet_key`` differently and had no ``_stet_func``: such a
-    table gets the new columns and every key recomputed, once, in one transaction.
+    table (its ``columns`` as this connection read them) gets the new columns and every
+    key recomputed, once, in one transaction.
     """
-    old = any(c not in store._columns for c in ALL_OWN)
+    old = any(c not in columns for c in ALL_OWN)
     if not old:
         missing = conn.execute(f"SELECT 1 FROM {TABLE} WHERE {KEY} IS NULL LIMIT 1").fetchone()
         if missing is None:
