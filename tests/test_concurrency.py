@@ -226,3 +226,30 @@ def test_a_stale_sqlite_connection_looks_again_while_another_thread_forgets_the_
     fresh.record({"a": 2})
     assert not failures
     assert fresh.has({"a": 1}) and fresh.has({"a": 2})
+
+
+# Regression: a record that widens the SQLite table (a new key name) read the table's
+# columns into the list the process's threads share, then asked that list whether the
+# table existed. Emptied meanwhile by another thread (a load reading the schema), it
+# said no: "CREATE TABLE" of a table that was there, and the record failed. The other
+# thread's step is taken here right after the columns were read.
+
+
+def test_a_record_widening_the_sqlite_table_while_another_thread_forgets_the_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stet.backends import _sqlitetable
+
+    store = tmp_path / "runs.sqlite"
+    backend = get_backend(store)
+    backend.record({"a": 1})
+    real_check = _sqlitetable.check_case
+
+    def check_as_another_thread_forgets(store_: Any, names: Any, columns: Any = None) -> None:
+        real_check(store_, names, columns)
+        store_._columns = []  # another thread, about to read the schema again
+
+    monkeypatch.setattr(_sqlitetable, "check_case", check_as_another_thread_forgets)
+    backend.record({"a": 2, "b": 3})
+    assert backend.has({"a": 1}) and backend.has({"a": 2, "b": 3})
+    assert sorted(row["a"] for row in backend.load()) == ["1", "2"]

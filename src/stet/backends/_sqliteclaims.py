@@ -75,8 +75,8 @@ def claim(
         # Look at the table itself, inside this transaction: this process may have last
         # seen the store without a records table, and another worker may have created
         # it since, with this very run in it.
-        store._columns = read_columns(store, conn)
-        if store._columns and conn.execute(LOOKUP[len(keys)], keys).fetchone():
+        columns = store._columns = read_columns(store, conn)  # (a local: threads share it)
+        if columns and conn.execute(LOOKUP[len(keys)], keys).fetchone():
             return Outcome.DONE, None
         claims_table(conn)
         found = claim_rows(conn, key)

@@ -212,13 +212,14 @@ def upgrade(store: SqliteBackend, conn: sqlite3.Connection, columns: list[str]) 
 
 
 def rekey(store: SqliteBackend, conn: sqlite3.Connection, everything: bool) -> None:
-    store._columns = read_columns(store, conn)
+    # From the columns read here: other threads share store._columns and may empty it.
+    columns = read_columns(store, conn)
     for name in ALL_OWN:
-        if name not in store._columns:
+        if name not in columns:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} TEXT")
     conn.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY})")
-    store._columns = read_columns(store, conn)
-    cols = [c for c in store._columns if c != KEY]
+    columns = store._columns = read_columns(store, conn)
+    cols = [c for c in columns if c != KEY]
     where = "" if everything else f" WHERE {KEY} IS NULL"
     found = conn.execute(
         f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE}{where}"

@@ -109,19 +109,24 @@ def note_kinds(store: SqliteBackend, conn: sqlite3.Connection, kinds: Index) -> 
 
 
 def ensure_table(store: SqliteBackend, conn: sqlite3.Connection, names: list[str]) -> None:
-    """Create the table or add key columns; caller holds a write transaction."""
-    store._columns = read_columns(store, conn)
-    check_case(store, names)
-    if not store._columns:
+    """Create the table or add key columns; caller holds a write transaction.
+
+    It works from the columns it reads itself: ``store._columns`` is shared by the
+    process's threads, and another one may empty it (to read again) at any moment.
+    """
+    columns = read_columns(store, conn)
+    check_case(store, names, columns)
+    if not columns:
         cols = ", ".join(f"{quote(n)} TEXT" for n in (*names, *ALL_OWN))
         conn.execute(f"CREATE TABLE {TABLE} ({cols})")
         conn.execute(f"CREATE INDEX {TABLE}_key ON {TABLE} ({KEY})")
         store._columns = read_columns(store, conn)
         return
     for name in names:
-        if name not in store._columns:
+        if name not in columns:
             conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {quote(name)} TEXT")
-            store._columns.append(name)
+            columns.append(name)
+    store._columns = columns
 
 
 def insert(
@@ -186,10 +191,10 @@ def _insert_sql(layout: tuple[str, ...]) -> str:
 
 
 def select(store: SqliteBackend, conn: sqlite3.Connection) -> list[tuple[int, Row]]:
-    store._columns = read_columns(store, conn)
-    if not store._columns:
+    columns = store._columns = read_columns(store, conn)  # (see ensure_table)
+    if not columns:
         return []
-    cols = [c for c in store._columns if c != KEY]
+    cols = [c for c in columns if c != KEY]
     found = conn.execute(
         f"SELECT {', '.join(map(quote, cols))}, rowid FROM {TABLE} ORDER BY rowid"
     ).fetchall()
@@ -198,9 +203,14 @@ def select(store: SqliteBackend, conn: sqlite3.Connection) -> list[tuple[int, Ro
     return list(zip(rowids, rows_of([*cols, "_stet_rowid"], records), strict=True))
 
 
-def check_case(store: SqliteBackend, names: Sequence[str]) -> None:
-    """SQLite column names ignore case: refuse ``Alpha`` beside ``alpha``."""
-    known = {c.lower(): c for c in store._columns}
+def check_case(
+    store: SqliteBackend, names: Sequence[str], columns: Sequence[str] | None = None
+) -> None:
+    """SQLite column names ignore case: refuse ``Alpha`` beside ``alpha``.
+
+    ``columns``: the table's, as just read (default: the ones this process knows).
+    """
+    known = {c.lower(): c for c in (store._columns if columns is None else columns)}
     lowered: dict[str, str] = {}
     for name in names:
         other = known.get(name.lower()) or lowered.get(name.lower())
