@@ -319,10 +319,11 @@ class Schema:
 
     def select(self, conn: Any) -> list[tuple[str, Row]]:
         """Every record with its key, in the order recorded (by timestamp)."""
-        self.columns = self._tables(conn).get(self.backend.table)  # others may have added some
-        if self.columns is None:
+        # Others may have added some. A local: the process's threads share self.columns.
+        columns = self.columns = self._tables(conn).get(self.backend.table)
+        if columns is None:
             return []
-        cols = [c for c in self.columns if c != KEY]
+        cols = [c for c in columns if c != KEY]
         cursor = conn.execute(
             f"SELECT {', '.join(map(_q, cols))}, {KEY} FROM {self.sql.records} "
             f"ORDER BY _stet_timestamp, {KEY}"
