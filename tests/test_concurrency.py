@@ -23,7 +23,7 @@ from _helpers import (
     write_in_halves,
     write_keys,
 )
-from stet.backends import get_backend
+from stet.backends import SqliteBackend, get_backend
 
 PROCS = 4
 THREADS = 4
@@ -214,6 +214,7 @@ def test_a_stale_sqlite_connection_looks_again_while_another_thread_forgets_the_
     get_backend(store).record({"a": 1})
     real_upgrade = _sqliteopen.upgrade
     fresh = get_backend(store)
+    assert isinstance(fresh, SqliteBackend)
     failures = [sqlite3.OperationalError("no such table: stet_records")]
 
     def upgrade_stale_as_another_thread_forgets(*args: Any) -> None:

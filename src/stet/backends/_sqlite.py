@@ -235,11 +235,12 @@ class SqliteBackend(BaseBackend):
         conn = self._conn()
         if self._memory is not None:
             return self._memory.has(ident)
-        if not self._columns:
-            self._columns = self._read(partial(read_columns, self))
-            if not self._columns:
+        columns = self._columns  # a local: another thread may empty the shared list
+        if not columns:
+            columns = self._columns = self._read(partial(read_columns, self))
+            if not columns:
                 return False
-        if any(name not in self._columns for name in names):
+        if any(name not in columns for name in names):
             check_case(self, names)  # before the run, not at its record
         elif isinstance(ident, Identity):
             self._checked_names = ident.names
