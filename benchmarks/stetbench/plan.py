@@ -151,6 +151,11 @@ class Plan:
     diskcache_hits: int
     diskcache_misses: int
 
+    @property
+    def pending_processes(self) -> int:
+        """Fresh processes that time ``pending``: every cold start's but the first."""
+        return 1 + self.cold_repeats
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

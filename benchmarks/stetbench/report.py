@@ -100,13 +100,14 @@ def skip_table(results: dict[str, Any]) -> str:
 
 
 def _amortised(stores: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every amortised-records figure of the run (runs before the medians had one child)."""
+    """Every amortised-records figure of the run."""
     return [e["amortised"] for block in stores.values() for e in block.values() if "amortised" in e]
 
 
-def _processes(counts: Iterable[int]) -> str:
-    """Whose figure it is: "the median of 3 fresh processes" (the most of any), or one."""
-    n = max(counts, default=1)
+def _processes(entries: Iterable[dict[str, Any]]) -> str:
+    """Whose figures they are: "the median of 3 fresh processes" (the most any of
+    ``entries`` has in its ``samples``), or one (runs from before the medians)."""
+    n = max((len(e.get("samples", [e])) for e in entries), default=1)
     return f"the median of {n} fresh processes" if n > 1 else "in one fresh process"
 
 
@@ -137,8 +138,7 @@ def record_table(results: dict[str, Any]) -> str:
             rows.append([f"{LABELS[ext]}, new process incl. exit", *cells])
     return table(
         "Record path: median us per call on new keys (ratio to the record floor, per round); "
-        "new process: (exit - loop start) / records, "
-        + _processes(len(a.get("samples", [a])) for a in _amortised(stores)),
+        "new process: (exit - loop start) / records, " + _processes(_amortised(stores)),
         ["store", *[f"{s:,}" for s in sizes]],
         rows,
     )
@@ -218,7 +218,7 @@ def pending_table(results: dict[str, Any]) -> str:
     return (
         table(
             "pending(grid): seconds for a grid of which the store holds half, "
-            + _processes(len(p.get("samples", [p])) for p in pend.values()),
+            + _processes(pend.values()),
             ["store", "points", "dict of lists", "list of tuples", "list of dicts", "yielded"],
             rows,
         )

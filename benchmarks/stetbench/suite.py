@@ -127,7 +127,7 @@ def sizes(ctx: Context) -> dict[str, Any]:
                 if sqlite is not None and size == plan.big:
                     span = grid_span(size)
                     entry["pending_floor"] = measure.sqlite_pending(
-                        sqlite.path("f"), size, span, 1 + plan.cold_repeats
+                        sqlite.path("f"), size, span, plan.pending_processes
                     )
                 if ext != PG:
                     n = plan.parquet_amortised_calls if ext == "parquet" else plan.amortised_calls
@@ -178,4 +178,4 @@ def pg_pending(ctx: Context) -> dict[str, Any]:
     progress(f"PostgreSQL, {n:,} records: fill, pending over a {n:,}-point grid")
     url = ctx.store(PG, f"pending_{n}")
     ctx.fill(url, Rows(NAMES_F, n), "f", f"{PG} f {n}")
-    return measure.pending_only(url, n, grid_span(n), 1 + ctx.plan.cold_repeats)
+    return measure.pending_only(url, n, grid_span(n), ctx.plan.pending_processes)
